@@ -1,0 +1,192 @@
+"""Driver of the compiled integrators: validation, progress, failure reports.
+
+The compiled stepper is called in slices of the step budget so that a long
+run logs its progress, honours a wall-clock limit and can never hang: every
+call returns after at most ``STEPS_PER_CALL`` steps.
+"""
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from . import rosenbrock
+from .rodas4 import RODAS4
+from .solution import STAT_NAMES, IntegrationStatus, Solution
+from .system import StructuredSystem
+
+logger = logging.getLogger(__name__)
+
+METHODS = {RODAS4.name: RODAS4}
+STEPS_PER_CALL = 20_000
+
+_REJECTION_REASONS = {
+    rosenbrock.NOT_REJECTED: "the steps needed to meet the tolerance fell below the resolution of t "
+    "(the solution may blow up there)",
+    rosenbrock.REJECTED_BY_ERROR: "the local error test kept failing",
+    rosenbrock.REJECTED_NONFINITE: "a stage became non-finite",
+    rosenbrock.REJECTED_SINGULAR: "the linear system I/(h gamma) - J was numerically singular",
+}
+
+
+def _validate(t_out, t0, rtol, atol, max_steps, max_abs_state, max_wall_seconds, method):
+    if method not in METHODS:
+        raise ValueError(f"method = {method!r} is not available; choose one of {sorted(METHODS)}")
+    if t_out.ndim != 1 or t_out.size == 0:
+        raise ValueError(f"t_out must be a non-empty 1-D array of output times, got shape {t_out.shape}")
+    if not np.all(np.isfinite(t_out)):
+        raise ValueError("t_out must contain only finite times")
+    if np.any(np.diff(t_out) <= 0):
+        raise ValueError("t_out must be strictly increasing")
+    if not t_out[0] >= t0:
+        raise ValueError(f"the first output time {t_out[0]!r} is before the initial time t0 = {t0!r}")
+    if not 0.0 < rtol < 1.0:
+        raise ValueError(f"rtol = {rtol!r} is outside the allowed range (0, 1)")
+    if not atol >= 0.0 or not math.isfinite(atol):
+        raise ValueError(f"atol = {atol!r} must be a finite number >= 0")
+    if rtol < 100 * np.finfo(float).eps and atol == 0.0:
+        raise ValueError(f"rtol = {rtol!r} is below 100 machine epsilons; raise rtol or set atol > 0")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps = {max_steps!r} must be at least 1")
+    if not max_abs_state > 0:
+        raise ValueError(f"max_abs_state = {max_abs_state!r} must be positive")
+    if max_wall_seconds is not None and not max_wall_seconds > 0:
+        raise ValueError(f"max_wall_seconds = {max_wall_seconds!r} must be positive or None")
+
+
+def solve(
+    system: StructuredSystem,
+    t_out,
+    *,
+    t0: float = 0.0,
+    method: str = "rodas4",
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    first_step: float = 0.0,
+    max_steps: int = 1_000_000,
+    max_abs_state: float = 1e100,
+    max_wall_seconds: float | None = None,
+    save_state: bool = False,
+) -> Solution:
+    """Integrate ``system`` from ``t0`` and return its observables at the times ``t_out``.
+
+    Parameters
+    ----------
+    system : StructuredSystem
+        Right-hand side, structured Jacobian, observables and initial state.
+    t_out : array
+        Strictly increasing output times, ``t_out[0] >= t0``; log-spaced grids
+        are the usual choice for the hierarchy.
+    method : str
+        Name of the Rosenbrock tableau (``"rodas4"``).
+    rtol, atol : float
+        Relative and absolute tolerances of the local error test.
+    first_step : float
+        Initial step; ``0`` picks one from the scale of ``y0`` and ``f(y0)``.
+    max_steps : int
+        Step budget (accepted plus rejected steps).
+    max_abs_state : float
+        The run stops as diverged once some ``|y_i|`` exceeds this bound.
+    max_wall_seconds : float or None
+        Wall-clock limit, checked every ``STEPS_PER_CALL`` steps.
+    save_state : bool
+        Also return the full state at every output time.
+
+    Returns
+    -------
+    Solution
+        Reached outputs, status and message, step statistics. A failed run
+        returns the outputs it reached; it does not raise.
+    """
+    t_out = np.ascontiguousarray(t_out, dtype=np.float64)
+    _validate(t_out, t0, rtol, atol, max_steps, max_abs_state, max_wall_seconds, method)
+    tableau = METHODS[method]
+
+    n_out = t_out.size
+    n_obs = len(system.observable_names)
+    observables = np.full((n_out, n_obs), np.nan)
+    states = np.full((n_out, system.size), np.nan) if save_state else np.zeros((1, system.size))
+    y = np.array(system.y0, dtype=np.float64, copy=True)
+    params = np.ascontiguousarray(system.params, dtype=np.float64)
+    stats = np.zeros(rosenbrock.N_STATS, dtype=np.int64)
+
+    # Output times equal to t0 are the initial state itself.
+    next_out = 0
+    observed = np.empty(n_obs)
+    while next_out < n_out and t_out[next_out] == t0:
+        system.observe(y, params, system.drive, observed)
+        observables[next_out] = observed
+        if save_state:
+            states[next_out] = y
+        next_out += 1
+
+    started = time.perf_counter()
+    t = float(t0)
+    h = float(first_step)
+    status = rosenbrock.STATUS_SUCCESS
+    rejection_reason = rosenbrock.NOT_REJECTED
+    last_logged = started
+    logger.info("%s: integrating %d equations with %s to t = %.3g", system.name, system.size, method, t_out[-1])
+
+    while next_out < n_out:
+        budget_left = int(max_steps) - int(stats[rosenbrock.STAT_STEPS])
+        if budget_left <= 0:
+            status = rosenbrock.STATUS_STEP_BUDGET
+            break
+        status, t, h, next_out, rejection_reason = rosenbrock.integrate_rosenbrock(
+            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            t_out, next_out, observables, states, save_state,
+            system.kl, system.ku, system.rank,
+            tableau.gamma, tableau.a, tableau.c, tableau.b, tableau.error, tableau.dense,
+            tableau.error_exponent, rtol, atol,
+            min(budget_left, STEPS_PER_CALL), max_abs_state, stats,
+        )
+        elapsed = time.perf_counter() - started
+        if elapsed - (last_logged - started) > 5.0 or status != rosenbrock.STATUS_STEP_BUDGET:
+            logger.info(
+                "%s: t = %.4g, outputs %d/%d, %d steps (%d rejected), %.1f s",
+                system.name, t, next_out, n_out, stats[rosenbrock.STAT_STEPS], stats[rosenbrock.STAT_REJECTED], elapsed,
+            )
+            last_logged = time.perf_counter()
+        if status != rosenbrock.STATUS_STEP_BUDGET:
+            break
+        if max_wall_seconds is not None and elapsed > max_wall_seconds:
+            status = IntegrationStatus.WALL_TIME.value
+            break
+        status = rosenbrock.STATUS_SUCCESS
+
+    wall_seconds = time.perf_counter() - started
+    final_status = IntegrationStatus(status)
+    message = _describe(final_status, t, h, rejection_reason, max_steps, max_abs_state, max_wall_seconds)
+    if final_status.failed:
+        logger.warning("%s: %s", system.name, message)
+
+    return Solution(
+        t=t_out[:next_out].copy(),
+        observables=observables[:next_out].copy(),
+        observable_names=tuple(system.observable_names),
+        states=states[:next_out].copy() if save_state else None,
+        status=final_status,
+        message=message,
+        t_reached=t,
+        t_requested=t_out,
+        stats={name: int(value) for name, value in zip(STAT_NAMES, stats)},
+        wall_seconds=wall_seconds,
+        method=method,
+    )
+
+
+def _describe(status, t, h, rejection_reason, max_steps, max_abs_state, max_wall_seconds):
+    if status is IntegrationStatus.SUCCESS:
+        return f"reached t = {t:.6g}"
+    if status is IntegrationStatus.DIVERGED:
+        return f"diverged at t = {t:.6g}: the state became non-finite or some |y_i| exceeded {max_abs_state:.3g}"
+    if status is IntegrationStatus.STEP_SIZE_COLLAPSE:
+        return (
+            f"step size collapsed to h = {h:.3g} at t = {t:.6g} because "
+            f"{_REJECTION_REASONS[rejection_reason]}"
+        )
+    if status is IntegrationStatus.STEP_BUDGET:
+        return f"step budget of {int(max_steps)} steps exhausted at t = {t:.6g}"
+    return f"wall-clock limit of {max_wall_seconds} s reached at t = {t:.6g}"

@@ -1,0 +1,68 @@
+"""Result of an integration: outputs, why it ended, and what it cost."""
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import rosenbrock
+
+
+class IntegrationStatus(enum.Enum):
+    """How an integration ended."""
+
+    SUCCESS = rosenbrock.STATUS_SUCCESS
+    DIVERGED = rosenbrock.STATUS_DIVERGED
+    STEP_SIZE_COLLAPSE = rosenbrock.STATUS_STEP_SIZE_COLLAPSE
+    STEP_BUDGET = rosenbrock.STATUS_STEP_BUDGET
+    WALL_TIME = 100
+
+    @property
+    def failed(self) -> bool:
+        return self is not IntegrationStatus.SUCCESS
+
+
+STAT_NAMES = (
+    "steps",
+    "accepted",
+    "rejected",
+    "rhs_evaluations",
+    "jacobian_evaluations",
+    "factorizations",
+    "singular_rejections",
+    "nonfinite_rejections",
+)
+
+
+@dataclass
+class Solution:
+    """Outputs of ``solve`` up to the time the integration reached.
+
+    ``t`` and ``observables`` (and ``states`` when requested) hold only the
+    output times that were reached; ``t_requested`` holds all of them, so a
+    failed run still returns everything it computed.
+    """
+
+    t: np.ndarray
+    observables: np.ndarray
+    observable_names: tuple
+    states: np.ndarray | None
+    status: IntegrationStatus
+    message: str
+    t_reached: float
+    t_requested: np.ndarray
+    stats: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    method: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.status is IntegrationStatus.SUCCESS
+
+    def observable(self, name: str) -> np.ndarray:
+        """Return the output column of the observable ``name``."""
+        try:
+            index = self.observable_names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown observable {name!r}; available: {', '.join(self.observable_names)}") from None
+        return self.observables[:, index]

@@ -1,0 +1,125 @@
+"""K spectral modes: the Duhamel propagators at the nodes of a quadrature rule.
+
+Given ``alpha(t), beta(t)`` every coordinate evolves linearly,
+``w_i(t) = Phi(lam_i, t) w_i(0) + Psi(lam_i, t) w*_i`` with
+
+    d Phi / dt = lam alpha Phi,          Phi(lam, 0) = 1,
+    d Psi / dt = lam (alpha Psi + beta), Psi(lam, 0) = 0,
+
+so the summary statistics are integrals over three spectral measures of the
+initial condition (weighted by ``lam``, see ``quadrature``):
+
+    m_1 = sum_j (Phi_j W0*_j + Psi_j W**_j),
+    q_1 = sum_j (Phi_j^2 W00_j + 2 Phi_j Psi_j W0*_j + Psi_j^2 W**_j),
+
+with ``W00, W0*, W**`` the weights of ``lam w_i(0)^2``, ``lam w_i(0) w*_i``
+and ``lam w*_i^2``. The state is ``(Phi_1..Phi_K, Psi_1..Psi_K)``; the
+truncation is exact when the nodes are all distinct eigenvalues. The
+Jacobian is ``diag(lam alpha, lam alpha) + U V^T`` with ``U`` the
+derivatives of the right-hand side in ``alpha`` and ``beta`` and ``V`` the
+gradients of ``alpha`` and ``beta`` in the state.
+
+Parameter layout: ``[rho_1, lam_1..lam_K, W00, W0*, W**]``.
+"""
+
+import numba
+import numpy as np
+
+from ..integrators.system import StructuredSystem
+from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
+from ..spectrum import Problem
+from .quadrature import SpectralRule, log_gauss_rule
+
+
+@numba.njit(cache=True)
+def _mode_statistics(state, params):
+    K = state.shape[0] // 2
+    q1 = 0.0
+    m1 = 0.0
+    for j in range(K):
+        phi = state[j]
+        psi = state[K + j]
+        w00 = params[1 + K + j]
+        w0s = params[1 + 2 * K + j]
+        wss = params[1 + 3 * K + j]
+        m1 += phi * w0s + psi * wss
+        q1 += phi * phi * w00 + 2.0 * phi * psi * w0s + psi * psi * wss
+    return q1, m1
+
+
+@numba.njit(RHS_SIGNATURE, cache=True)
+def spectral_modes_rhs(t, state, params, drive, out):
+    K = state.shape[0] // 2
+    q1, m1 = _mode_statistics(state, params)
+    alpha, beta, _, _, _, _ = drive(q1, m1, params[0])
+    for j in range(K):
+        node = params[1 + j]
+        out[j] = node * alpha * state[j]
+        out[K + j] = node * (alpha * state[K + j] + beta)
+
+
+@numba.njit(JAC_SIGNATURE, cache=True)
+def spectral_modes_jacobian(t, state, params, drive, band, U, V):
+    K = state.shape[0] // 2
+    q1, m1 = _mode_statistics(state, params)
+    alpha, beta, alpha_q, alpha_m, beta_q, beta_m = drive(q1, m1, params[0])
+    for j in range(K):
+        node = params[1 + j]
+        phi = state[j]
+        psi = state[K + j]
+        w00 = params[1 + K + j]
+        w0s = params[1 + 2 * K + j]
+        wss = params[1 + 3 * K + j]
+
+        band[j, 0] = node * alpha
+        band[K + j, 0] = node * alpha
+
+        U[j, 0] = node * phi
+        U[K + j, 0] = node * psi
+        U[j, 1] = 0.0
+        U[K + j, 1] = node
+
+        dq_dphi = 2.0 * (phi * w00 + psi * w0s)
+        dq_dpsi = 2.0 * (phi * w0s + psi * wss)
+        V[j, 0] = alpha_q * dq_dphi + alpha_m * w0s
+        V[K + j, 0] = alpha_q * dq_dpsi + alpha_m * wss
+        V[j, 1] = beta_q * dq_dphi + beta_m * w0s
+        V[K + j, 1] = beta_q * dq_dpsi + beta_m * wss
+
+
+@numba.njit(OBSERVE_SIGNATURE, cache=True)
+def spectral_modes_observe(state, params, drive, out):
+    q1, m1 = _mode_statistics(state, params)
+    out[0] = m1
+    out[1] = q1
+
+
+def spectral_measures(problem: Problem) -> np.ndarray:
+    """Return the atoms of ``lam dmu_00``, ``lam dmu_0*``, ``lam dmu_**`` as rows of a ``(3, d)`` array."""
+    lam, w0, wstar = problem.lam, problem.w0, problem.wstar
+    return np.vstack((lam * w0 * w0, lam * w0 * wstar, lam * wstar * wstar))
+
+
+def build_spectral_rule(problem: Problem, bins_per_decade=8, rule_order=6, exact_top=8, exact_bottom=0) -> SpectralRule:
+    """Return the composite ``log lam`` rule of ``problem``'s spectral measures."""
+    return log_gauss_rule(problem.lam, spectral_measures(problem), bins_per_decade, rule_order, exact_top, exact_bottom)
+
+
+def build_spectral_modes(problem: Problem, model, rule: SpectralRule) -> StructuredSystem:
+    """Return the K-mode truncation of ``problem`` on the nodes of ``rule`` (state size ``2K``)."""
+    K = rule.size
+    params = np.concatenate(([problem.rho1], rule.nodes, rule.weights[0], rule.weights[1], rule.weights[2]))
+    y0 = np.concatenate((np.ones(K), np.zeros(K)))
+    return StructuredSystem(
+        name=f"spectral modes (K = {K})",
+        y0=y0,
+        params=params,
+        rhs=spectral_modes_rhs,
+        jac=spectral_modes_jacobian,
+        observe=spectral_modes_observe,
+        observable_names=("m1", "q1"),
+        kl=0,
+        ku=0,
+        rank=2,
+        drive=model.drive,
+    )
