@@ -11,22 +11,22 @@ import time
 
 import numpy as np
 
-from . import rosenbrock
-from .rodas4 import RODAS4
-from .solution import STAT_NAMES, IntegrationStatus, Solution
+from . import common
+from .methods import METHODS
+from .solution import IntegrationStatus, Solution
 from .system import StructuredSystem
 
 logger = logging.getLogger(__name__)
 
-METHODS = {RODAS4.name: RODAS4}
 STEPS_PER_CALL = 20_000
 
 _REJECTION_REASONS = {
-    rosenbrock.NOT_REJECTED: "the steps needed to meet the tolerance fell below the resolution of t "
+    common.NOT_REJECTED: "the steps needed to meet the tolerance fell below the resolution of t "
     "(the solution may blow up there)",
-    rosenbrock.REJECTED_BY_ERROR: "the local error test kept failing",
-    rosenbrock.REJECTED_NONFINITE: "a stage became non-finite",
-    rosenbrock.REJECTED_SINGULAR: "the linear system I/(h gamma) - J was numerically singular",
+    common.REJECTED_BY_ERROR: "the local error test kept failing",
+    common.REJECTED_NONFINITE: "a stage became non-finite",
+    common.REJECTED_SINGULAR: "the linear system of the step was numerically singular",
+    common.REJECTED_NEWTON: "the Newton iteration of the implicit stages did not converge",
 }
 
 
@@ -79,7 +79,7 @@ def solve(
         Strictly increasing output times, ``t_out[0] >= t0``; log-spaced grids
         are the usual choice for the hierarchy.
     method : str
-        Name of the Rosenbrock tableau (``"rodas4"``).
+        Name of the integration method, a key of ``hierarchy.integrators.METHODS``.
     rtol, atol : float
         Relative and absolute tolerances of the local error test.
     first_step : float
@@ -101,7 +101,7 @@ def solve(
     """
     t_out = np.ascontiguousarray(t_out, dtype=np.float64)
     _validate(t_out, t0, rtol, atol, max_steps, max_abs_state, max_wall_seconds, method)
-    tableau = METHODS[method]
+    integrator = METHODS[method]
 
     n_out = t_out.size
     n_obs = len(system.observable_names)
@@ -109,7 +109,7 @@ def solve(
     states = np.full((n_out, system.size), np.nan) if save_state else np.zeros((1, system.size))
     y = np.array(system.y0, dtype=np.float64, copy=True)
     params = np.ascontiguousarray(system.params, dtype=np.float64)
-    stats = np.zeros(rosenbrock.N_STATS, dtype=np.int64)
+    stats = np.zeros(common.N_STATS, dtype=np.int64)
 
     # Output times equal to t0 are the initial state itself.
     next_out = 0
@@ -124,37 +124,33 @@ def solve(
     started = time.perf_counter()
     t = float(t0)
     h = float(first_step)
-    status = rosenbrock.STATUS_SUCCESS
-    rejection_reason = rosenbrock.NOT_REJECTED
+    status = common.STATUS_SUCCESS
+    rejection_reason = common.NOT_REJECTED
     last_logged = started
     logger.info("%s: integrating %d equations with %s to t = %.3g", system.name, system.size, method, t_out[-1])
 
     while next_out < n_out:
-        budget_left = int(max_steps) - int(stats[rosenbrock.STAT_STEPS])
+        budget_left = int(max_steps) - int(stats[common.STAT_STEPS])
         if budget_left <= 0:
-            status = rosenbrock.STATUS_STEP_BUDGET
+            status = common.STATUS_STEP_BUDGET
             break
-        status, t, h, next_out, rejection_reason = rosenbrock.integrate_rosenbrock(
-            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
-            t_out, next_out, observables, states, save_state,
-            system.kl, system.ku, system.rank,
-            tableau.gamma, tableau.a, tableau.c, tableau.b, tableau.error, tableau.dense,
-            tableau.error_exponent, rtol, atol,
-            min(budget_left, STEPS_PER_CALL), max_abs_state, stats,
+        status, t, h, next_out, rejection_reason = integrator.advance(
+            system, params, y, t, h, t_out, next_out, observables, states, save_state,
+            rtol, atol, min(budget_left, STEPS_PER_CALL), max_abs_state, stats,
         )
         elapsed = time.perf_counter() - started
-        if elapsed - (last_logged - started) > 5.0 or status != rosenbrock.STATUS_STEP_BUDGET:
+        if elapsed - (last_logged - started) > 5.0 or status != common.STATUS_STEP_BUDGET:
             logger.info(
                 "%s: t = %.4g, outputs %d/%d, %d steps (%d rejected), %.1f s",
-                system.name, t, next_out, n_out, stats[rosenbrock.STAT_STEPS], stats[rosenbrock.STAT_REJECTED], elapsed,
+                system.name, t, next_out, n_out, stats[common.STAT_STEPS], stats[common.STAT_REJECTED], elapsed,
             )
             last_logged = time.perf_counter()
-        if status != rosenbrock.STATUS_STEP_BUDGET:
+        if status != common.STATUS_STEP_BUDGET:
             break
         if max_wall_seconds is not None and elapsed > max_wall_seconds:
             status = IntegrationStatus.WALL_TIME.value
             break
-        status = rosenbrock.STATUS_SUCCESS
+        status = common.STATUS_SUCCESS
 
     wall_seconds = time.perf_counter() - started
     final_status = IntegrationStatus(status)
@@ -171,7 +167,7 @@ def solve(
         message=message,
         t_reached=t,
         t_requested=t_out,
-        stats={name: int(value) for name, value in zip(STAT_NAMES, stats)},
+        stats={name: int(value) for name, value in zip(common.STAT_NAMES, stats)},
         wall_seconds=wall_seconds,
         method=method,
     )

@@ -20,42 +20,35 @@ import numpy as np
 from numba import types
 
 from ..kernel_types import DriveType, JacType, ObserveType, RhsType, f64, matrix, vector
+from .common import (
+    MAX_FACTOR,
+    MIN_FACTOR,
+    NOT_REJECTED,
+    REJECTED_BY_ERROR,
+    REJECTED_NONFINITE,
+    REJECTED_SINGULAR,
+    RESIDUAL_TOLERANCE,
+    RETRY_FACTOR,
+    SAFETY,
+    STAT_ACCEPTED,
+    STAT_FACTORIZATIONS,
+    STAT_JACOBIANS,
+    STAT_NONFINITE_REJECTIONS,
+    STAT_REJECTED,
+    STAT_RHS,
+    STAT_SINGULAR_REJECTIONS,
+    STAT_STEPS,
+    STATUS_DIVERGED,
+    STATUS_STEP_BUDGET,
+    STATUS_STEP_SIZE_COLLAPSE,
+    STATUS_SUCCESS,
+    all_finite,
+    initial_step,
+    max_abs,
+    weighted_rms,
+    write_dense_outputs,
+)
 from .structured_linalg import factor_structured, solve_structured, structured_residual
-
-# Integer statuses shared with ``hierarchy.integrators.solution``.
-STATUS_SUCCESS = 0
-STATUS_DIVERGED = 1
-STATUS_STEP_SIZE_COLLAPSE = 2
-STATUS_STEP_BUDGET = 3
-
-# Why the last step was rejected, reported with a step-size collapse;
-# NOT_REJECTED when the accepted steps themselves shrank to nothing.
-NOT_REJECTED = -1
-REJECTED_BY_ERROR = 0
-REJECTED_NONFINITE = 1
-REJECTED_SINGULAR = 2
-
-# Indices of the step statistics array.
-STAT_STEPS = 0
-STAT_ACCEPTED = 1
-STAT_REJECTED = 2
-STAT_RHS = 3
-STAT_JACOBIANS = 4
-STAT_FACTORIZATIONS = 5
-STAT_SINGULAR_REJECTIONS = 6
-STAT_NONFINITE_REJECTIONS = 7
-N_STATS = 8
-
-SAFETY = 0.9
-MIN_FACTOR = 0.2
-MAX_FACTOR = 6.0
-# Step factor after a non-finite stage or a near-singular linear system.
-RETRY_FACTOR = 0.25
-# Largest acceptable backward error of the first stage solve; beyond it (or
-# at an exactly zero pivot) the step is retried with a smaller h. Small
-# pivots alone are no reason to reject: with a conservation law J is
-# singular and I / (h gamma) - J is legitimately close to singular for large h.
-RESIDUAL_TOLERANCE = 1e-9
 
 _int = types.int64
 _ivector = types.int64[::1]
@@ -90,33 +83,6 @@ STEPPER_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
     f64,  # largest admissible |y_i|
     _ivector,  # step statistics (accumulated)
 )
-
-
-@numba.njit(cache=True)
-def _weighted_rms(values, y_old, y_new, rtol, atol):
-    n = values.shape[0]
-    total = 0.0
-    for i in range(n):
-        scale = atol + rtol * max(abs(y_old[i]), abs(y_new[i]))
-        ratio = values[i] / scale
-        total += ratio * ratio
-    return np.sqrt(total / n)
-
-
-@numba.njit(cache=True)
-def _is_finite(values):
-    for i in range(values.shape[0]):
-        if not np.isfinite(values[i]):
-            return False
-    return True
-
-
-@numba.njit(cache=True)
-def _max_abs(values):
-    largest = 0.0
-    for i in range(values.shape[0]):
-        largest = max(largest, abs(values[i]))
-    return largest
 
 
 @numba.njit(STEPPER_SIGNATURE, cache=True)
@@ -161,6 +127,7 @@ def integrate_rosenbrock(
     y_new = np.empty(n)
     error = np.empty(n)
     observed = np.empty(observables.shape[1])
+    polynomial = np.empty((4, n))
 
     next_out = first_out
     rejection_reason = NOT_REJECTED
@@ -170,13 +137,11 @@ def integrate_rosenbrock(
 
     rhs(t, y, params, drive, f0)
     stats[STAT_RHS] += 1
-    if not _is_finite(f0) or not _is_finite(y):
+    if not all_finite(f0) or not all_finite(y):
         return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
 
     if h <= 0.0:
-        y_norm = _weighted_rms(y, y, y, rtol, atol)
-        f_norm = _weighted_rms(f0, y, y, rtol, atol)
-        h = 1e-6 if (y_norm < 1e-5 or f_norm < 1e-5) else 0.01 * y_norm / f_norm
+        h = initial_step(y, f0, rtol, atol)
 
     previous_rejected = False
     steps_taken = 0
@@ -230,7 +195,7 @@ def integrate_rosenbrock(
                 u[i, k] = total
                 stage_argument[k] = total
             solve_structured(lu, multipliers, pivots, kl, ku, V, Z, capacitance, capacitance_pivots, u[i])
-            if not _is_finite(u[i]):
+            if not all_finite(u[i]):
                 stage_failed = True
                 rejection_reason = REJECTED_NONFINITE
                 stats[STAT_NONFINITE_REJECTIONS] += 1
@@ -259,8 +224,8 @@ def integrate_rosenbrock(
                 error_total += error_weights[j] * u[j, k]
             y_new[k] = total
             error[k] = error_total
-        error_norm = _weighted_rms(error, y, y_new, rtol, atol)
-        if not (np.isfinite(error_norm) and _is_finite(y_new)):
+        error_norm = weighted_rms(error, y, y_new, rtol, atol)
+        if not (np.isfinite(error_norm) and all_finite(y_new)):
             stats[STAT_REJECTED] += 1
             stats[STAT_NONFINITE_REJECTIONS] += 1
             rejection_reason = REJECTED_NONFINITE
@@ -280,37 +245,32 @@ def integrate_rosenbrock(
         t_new = t + h
         if clipped:
             t_new = t_stop
-        while next_out < n_out and t_out[next_out] <= t_new:
-            theta = (t_out[next_out] - t) / h
-            if theta >= 1.0:
-                for k in range(n):
-                    stage_argument[k] = y_new[k]
-            else:
-                for k in range(n):
-                    first = 0.0
-                    second = 0.0
-                    for j in range(stages):
-                        first += dense[0, j] * u[j, k]
-                        second += dense[1, j] * u[j, k]
-                    stage_argument[k] = (1.0 - theta) * y[k] + theta * (
-                        y_new[k] + (1.0 - theta) * (first + theta * second)
-                    )
-            observe(stage_argument, params, drive, observed)
-            for k in range(observed.shape[0]):
-                observables[next_out, k] = observed[k]
-            if save_state:
-                for k in range(n):
-                    states[next_out, k] = stage_argument[k]
-            next_out += 1
+        if next_out < n_out and t_out[next_out] <= t_new:
+            # Dense output as a cubic in theta:
+            # y0 + theta (y1 - y0 + k1) + theta^2 (k2 - k1) - theta^3 k2.
+            for k in range(n):
+                first = 0.0
+                second = 0.0
+                for j in range(stages):
+                    first += dense[0, j] * u[j, k]
+                    second += dense[1, j] * u[j, k]
+                polynomial[0, k] = y[k]
+                polynomial[1, k] = y_new[k] - y[k] + first
+                polynomial[2, k] = second - first
+                polynomial[3, k] = -second
+            next_out = write_dense_outputs(
+                t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
+                observables, states, save_state, stage_argument, observed,
+            )
 
         t = t_new
         for k in range(n):
             y[k] = y_new[k]
-        if _max_abs(y) > max_abs_state:
+        if max_abs(y) > max_abs_state:
             return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
         rhs(t, y, params, drive, f0)
         stats[STAT_RHS] += 1
-        if not _is_finite(f0):
+        if not all_finite(f0):
             return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
 
         factor = SAFETY * error_norm ** (-error_exponent) if error_norm > 0.0 else MAX_FACTOR
@@ -325,3 +285,24 @@ def integrate_rosenbrock(
         rejection_reason = NOT_REJECTED
 
     return STATUS_SUCCESS, t, h, next_out, rejection_reason
+
+
+class RosenbrockMethod:
+    """A Rosenbrock tableau bound to the generic compiled stepper, as the driver expects of a method."""
+
+    def __init__(self, tableau):
+        self.tableau = tableau
+        self.name = tableau.name
+        self.order = tableau.order
+
+    def advance(self, system, params, y, t, h, t_out, next_out, observables, states, save_state,
+                rtol, atol, max_steps, max_abs_state, stats):
+        """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_rosenbrock``."""
+        tableau = self.tableau
+        return integrate_rosenbrock(
+            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            t_out, next_out, observables, states, save_state,
+            system.kl, system.ku, system.rank,
+            tableau.gamma, tableau.a, tableau.c, tableau.b, tableau.error, tableau.dense,
+            tableau.error_exponent, rtol, atol, max_steps, max_abs_state, stats,
+        )

@@ -5,33 +5,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import rosenbrock
+from . import common
 
 
 class IntegrationStatus(enum.Enum):
     """How an integration ended."""
 
-    SUCCESS = rosenbrock.STATUS_SUCCESS
-    DIVERGED = rosenbrock.STATUS_DIVERGED
-    STEP_SIZE_COLLAPSE = rosenbrock.STATUS_STEP_SIZE_COLLAPSE
-    STEP_BUDGET = rosenbrock.STATUS_STEP_BUDGET
+    SUCCESS = common.STATUS_SUCCESS
+    DIVERGED = common.STATUS_DIVERGED
+    STEP_SIZE_COLLAPSE = common.STATUS_STEP_SIZE_COLLAPSE
+    STEP_BUDGET = common.STATUS_STEP_BUDGET
     WALL_TIME = 100
 
     @property
     def failed(self) -> bool:
         return self is not IntegrationStatus.SUCCESS
-
-
-STAT_NAMES = (
-    "steps",
-    "accepted",
-    "rejected",
-    "rhs_evaluations",
-    "jacobian_evaluations",
-    "factorizations",
-    "singular_rejections",
-    "nonfinite_rejections",
-)
 
 
 @dataclass

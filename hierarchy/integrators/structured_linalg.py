@@ -1,5 +1,8 @@
 """Solve ``(c I - J) x = r`` for a Jacobian ``J = B + U V^T`` with ``B`` banded.
 
+The shift ``c`` and the work arrays may be complex (Radau IIA solves its
+complex pair of stages as one complex system); ``B, U, V`` are real.
+
 Every system of the project has a Jacobian of this form: ``B`` is diagonal
 (exact flow, spectral modes) or narrowly banded (moment hierarchy) and the
 low-rank part ``U V^T`` carries the dependence on the two summary statistics
@@ -213,7 +216,7 @@ def factor_structured(shift, band, kl, ku, U, V, lu, multipliers, pivots, Z, cap
     if core_pivot == 0.0 or not np.isfinite(core_pivot):
         return 0.0
 
-    column = np.empty(n)
+    column = np.zeros_like(lu[:, 0])
     for k in range(r):
         for i in range(n):
             column[i] = U[i, k]
@@ -242,7 +245,7 @@ def solve_structured(lu, multipliers, pivots, kl, ku, V, Z, capacitance, capacit
     if r == 0:
         return
 
-    projection = np.empty(r)
+    projection = np.zeros_like(x[:r])
     for a in range(r):
         total = 0.0
         for i in range(n):
@@ -266,8 +269,8 @@ def structured_residual(shift, band, kl, ku, U, V, x, rhs):
     """
     n = x.shape[0]
     r = U.shape[1]
-    residual = np.empty(n)
-    magnitude = np.empty(n)
+    residual = np.zeros_like(x)
+    magnitude = np.zeros(n)
     for i in range(n):
         total = shift * x[i]
         size = abs(shift * x[i])

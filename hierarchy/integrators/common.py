@@ -1,0 +1,139 @@
+"""Statuses, statistics layout, step-control constants and norms shared by every compiled method.
+
+Every method kernel advances a ``StructuredSystem`` over a slice of the
+output grid and returns ``(status, t, h, next_out, rejection_reason)``
+with the codes below, accumulating its work in an ``int64`` statistics
+array indexed by the ``STAT_*`` constants.
+"""
+
+import numba
+import numpy as np
+
+STATUS_SUCCESS = 0
+STATUS_DIVERGED = 1
+STATUS_STEP_SIZE_COLLAPSE = 2
+STATUS_STEP_BUDGET = 3
+
+# Why the last step was rejected, reported with a step-size collapse;
+# NOT_REJECTED when the accepted steps themselves shrank to nothing.
+NOT_REJECTED = -1
+REJECTED_BY_ERROR = 0
+REJECTED_NONFINITE = 1
+REJECTED_SINGULAR = 2
+REJECTED_NEWTON = 3
+
+STAT_STEPS = 0
+STAT_ACCEPTED = 1
+STAT_REJECTED = 2
+STAT_RHS = 3
+STAT_JACOBIANS = 4
+STAT_FACTORIZATIONS = 5
+STAT_SINGULAR_REJECTIONS = 6
+STAT_NONFINITE_REJECTIONS = 7
+STAT_NEWTON_ITERATIONS = 8
+STAT_NEWTON_FAILURES = 9
+N_STATS = 10
+
+STAT_NAMES = (
+    "steps",
+    "accepted",
+    "rejected",
+    "rhs_evaluations",
+    "jacobian_evaluations",
+    "factorizations",
+    "singular_rejections",
+    "nonfinite_rejections",
+    "newton_iterations",
+    "newton_failures",
+)
+
+# Step-size controller: h_new = h * clip(SAFETY * err^(-exponent), MIN_FACTOR, MAX_FACTOR).
+SAFETY = 0.9
+MIN_FACTOR = 0.2
+MAX_FACTOR = 6.0
+# Step factor after a non-finite stage or a numerically singular linear system.
+RETRY_FACTOR = 0.25
+# Largest acceptable backward error of a structured solve; beyond it (or at
+# an exactly zero pivot) the step is retried with a smaller h. Small pivots
+# alone are no reason to reject: with a conservation law J is singular and
+# c I - J is legitimately close to singular for large h.
+RESIDUAL_TOLERANCE = 1e-9
+
+
+@numba.njit(cache=True)
+def weighted_rms(values, y_old, y_new, rtol, atol):
+    """Return the RMS of ``values / (atol + rtol max(|y_old|, |y_new|))``."""
+    n = values.shape[0]
+    total = 0.0
+    for i in range(n):
+        scale = atol + rtol * max(abs(y_old[i]), abs(y_new[i]))
+        ratio = values[i] / scale
+        total += ratio * ratio
+    return np.sqrt(total / n)
+
+
+@numba.njit(cache=True)
+def all_finite(values):
+    for i in range(values.shape[0]):
+        if not np.isfinite(values[i]):
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def max_abs(values):
+    largest = 0.0
+    for i in range(values.shape[0]):
+        largest = max(largest, abs(values[i]))
+    return largest
+
+
+@numba.njit(cache=True)
+def initial_step(y, f0, rtol, atol):
+    """Return a first step from the scales of ``y`` and ``f(y)``.
+
+    Follows the first part of the starting-step heuristic of Hairer, Norsett
+    and Wanner (*Solving ODEs I*, 2nd ed., 1993, section II.4): a step over
+    which the solution changes by about 1 % of its weighted size.
+    """
+    y_norm = weighted_rms(y, y, y, rtol, atol)
+    f_norm = weighted_rms(f0, y, y, rtol, atol)
+    if y_norm < 1e-5 or f_norm < 1e-5:
+        return 1e-6
+    return 0.01 * y_norm / f_norm
+
+
+@numba.njit(cache=True)
+def write_dense_outputs(
+    t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
+    observables, states, save_state, work, observed,
+):
+    """Write the outputs with ``t < t_out[i] <= t_new`` from a step's dense output.
+
+    ``polynomial[p]`` holds the coefficient of ``theta^p`` of the dense
+    output ``y(t + theta h)``; the output at ``t_new`` itself is ``y_new``.
+    ``work`` (size n) and ``observed`` (one per observable) are scratch.
+    Returns the index of the first output not written.
+    """
+    n = y_new.shape[0]
+    degree = polynomial.shape[0] - 1
+    n_out = t_out.shape[0]
+    while next_out < n_out and t_out[next_out] <= t_new:
+        theta = (t_out[next_out] - t) / h
+        if t_out[next_out] == t_new or theta >= 1.0:
+            for k in range(n):
+                work[k] = y_new[k]
+        else:
+            for k in range(n):
+                value = polynomial[degree, k]
+                for p in range(degree - 1, -1, -1):
+                    value = value * theta + polynomial[p, k]
+                work[k] = value
+        observe(work, params, drive, observed)
+        for k in range(observed.shape[0]):
+            observables[next_out, k] = observed[k]
+        if save_state:
+            for k in range(n):
+                states[next_out, k] = work[k]
+        next_out += 1
+    return next_out
