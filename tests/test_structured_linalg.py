@@ -31,7 +31,7 @@ def _factor_and_solve(shift, band, kl, ku, U, V, rhs):
     return quality, x
 
 
-@pytest.mark.parametrize("n, kl, ku, rank", [(1, 0, 0, 0), (7, 0, 0, 2), (40, 1, 2, 2), (25, 3, 1, 3), (9, 8, 8, 0)])
+@pytest.mark.parametrize("n, kl, ku, rank", [(1, 0, 0, 0), (7, 0, 0, 2), (40, 1, 2, 2), (25, 3, 1, 3), (9, 8, 8, 0), (2, 0, 1, 4), (5, 1, 1, 7)])
 def test_structured_solve_matches_dense(n, kl, ku, rank):
     rng = np.random.default_rng(n + 10 * kl + 100 * ku + rank)
     band, dense_band = _random_band(n, kl, ku, rng)

@@ -59,6 +59,10 @@ def _systems_for_jacobian_check():
         build_moment_hierarchy(problem, MODEL, 1, "copy"),
         build_moment_hierarchy(problem, MODEL, 4, "zero"),
         build_moment_hierarchy(problem, MODEL, 4, "copy"),
+        build_moment_hierarchy(problem, MODEL, 2, "ratio"),
+        build_moment_hierarchy(problem, MODEL, 4, "ratio"),
+        build_moment_hierarchy(problem, MODEL, 1, "quadrature"),
+        build_moment_hierarchy(problem, MODEL, 5, "quadrature"),
     ]
 
 
@@ -212,4 +216,54 @@ def test_initial_point_has_positive_overlap_and_unit_rho():
 def test_moment_hierarchy_rejects_unknown_closure():
     problem = PowerLawSpec(d=10, a=1.0).build()
     with pytest.raises(ValueError, match="closure"):
-        build_moment_hierarchy(problem, MODEL, 2, "ratio")
+        build_moment_hierarchy(problem, MODEL, 2, "pade")
+
+
+def test_ratio_closure_needs_two_levels():
+    problem = PowerLawSpec(d=10, a=1.0).build()
+    with pytest.raises(ValueError, match="K >= 2"):
+        build_moment_hierarchy(problem, MODEL, 1, "ratio")
+
+
+def _closure_run(closure, order, t_end=1e5):
+    problem = PowerLawSpec(d=500, a=1.5, b=0.0, sigma0=0.1, seed=0).build()
+    t_out = np.geomspace(0.1, t_end, 60)
+    moments = solve(build_moment_hierarchy(problem, MODEL, order, closure), t_out, rtol=1e-8, atol=1e-12, max_steps=200_000)
+    exact = solve(build_exact_flow(problem, MODEL), t_out, rtol=1e-10, atol=1e-14)
+    return moments, exact
+
+
+def test_copy_and_ratio_closures_stall_below_teacher():
+    """Low-order copy and ratio closures settle at a spurious overlap while the exact flow reaches m_1 = rho_1."""
+    copy_run, exact = _closure_run("copy", 1)
+    ratio_run, _ = _closure_run("ratio", 2)
+    assert exact.observable("m1")[-1] == pytest.approx(1.0, abs=1e-6)
+    assert copy_run.success
+    assert ratio_run.success
+    assert 0.5 < copy_run.observable("m1")[-1] < 0.62
+    assert 0.55 < ratio_run.observable("m1")[-1] < 0.67
+
+
+def test_quadrature_closure_converges_with_order():
+    errors = []
+    for order in (2, 4, 6, 8):
+        moments, exact = _closure_run("quadrature", order)
+        assert moments.success
+        assert moments.observable("m1")[-1] == pytest.approx(1.0, abs=1e-3)
+        errors.append(np.max(np.abs(moments.observable("m1") / exact.observable("m1") - 1)))
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert errors[-1] < 0.03
+
+
+def test_quadrature_closure_nodes_are_gauss_nodes():
+    """The Stieltjes nodes integrate lam^j exactly for j < 2K against the discrete measure."""
+    from hierarchy.truncation.moment_hierarchy import gauss_nodes_of_discrete_measure
+
+    rng = np.random.default_rng(8)
+    atoms = np.sort(rng.uniform(0.01, 1.0, 300))[::-1]
+    weights = rng.uniform(0.0, 1.0, 300)
+    nodes = gauss_nodes_of_discrete_measure(atoms, weights, 5)
+    vandermonde = np.vander(nodes, 5, increasing=True).T
+    node_weights = np.linalg.solve(vandermonde, [np.sum(weights * atoms**j) for j in range(5)])
+    for power in range(10):
+        assert np.sum(node_weights * nodes**power) == pytest.approx(np.sum(weights * atoms**power), rel=1e-9)

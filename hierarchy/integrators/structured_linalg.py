@@ -245,7 +245,7 @@ def solve_structured(lu, multipliers, pivots, kl, ku, V, Z, capacitance, capacit
     if r == 0:
         return
 
-    projection = np.zeros_like(x[:r])
+    projection = np.zeros_like(capacitance[0])
     for a in range(r):
         total = 0.0
         for i in range(n):

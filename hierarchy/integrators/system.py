@@ -42,9 +42,13 @@ class StructuredSystem:
         n = self.y0.size
         if self.y0.ndim != 1 or n == 0:
             raise ValueError(f"y0 must be a non-empty 1-D array, got shape {self.y0.shape}")
-        for field_name, value, upper in (("kl", self.kl, n - 1), ("ku", self.ku, n - 1), ("rank", self.rank, n)):
-            if not 0 <= value <= upper:
-                raise ValueError(f"{field_name} = {value} is outside the allowed range [0, {upper}] for a system of size {n}")
+        for field_name, value in (("kl", self.kl), ("ku", self.ku)):
+            if not 0 <= value <= n - 1:
+                raise ValueError(f"{field_name} = {value} is outside the allowed range [0, {n - 1}] for a system of size {n}")
+        # A rank above n is allowed: the Woodbury capacitance matrix stays
+        # regular exactly when the full matrix is (matrix determinant lemma).
+        if self.rank < 0:
+            raise ValueError(f"rank = {self.rank} is invalid: the rank of the low-rank part must be >= 0")
 
     @property
     def size(self) -> int:
