@@ -1,0 +1,188 @@
+"""Command line: ``hierarchy run CONFIG.toml --out DIR [--quiet]``.
+
+The run reads the configuration, builds the problem, integrates the chosen
+truncation of the phase-retrieval flow, measures the phases and writes
+``trajectory.csv``, ``summary.json`` and ``trajectory.png`` to ``DIR``. A
+short summary goes to stdout and the integrator's progress (INFO log) to
+stderr.
+
+Exit codes: 0 when the integration reached ``t_end``, 1 when it failed (the
+files still hold what was computed), 2 on invalid input or when a file
+cannot be written.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, load_config
+from .io import package_version, write_run
+from .model import PhaseRetrieval
+from .phases import PhaseReport, analyze_phases, predict_tail_loss
+from .pipeline import integrate_problem
+from .plots import PLOT_FILE, plot_run
+from .spectrum import Problem
+from .trajectory import Trajectory
+
+EXIT_SUCCESS = 0
+EXIT_INTEGRATION_FAILED = 1
+EXIT_INVALID_INPUT = 2
+
+logger = logging.getLogger("hierarchy.cli")
+
+
+class _InputError(Exception):
+    """Invalid input found after parsing, reported on stderr with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``hierarchy`` command."""
+    parser = argparse.ArgumentParser(
+        prog="hierarchy",
+        description="Integrate the summary-statistic hierarchy of phase retrieval and report its phases.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="integrate one configuration and write its result files",
+        description=(
+            "Integrate the problem of CONFIG, write trajectory.csv, summary.json and trajectory.png to "
+            "the output directory and print the measured and predicted phase times. Exit code 0 on "
+            "success, 1 when the integration failed, 2 on invalid input."
+        ),
+    )
+    run.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [truncation] and [solver] tables")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
+    run.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
+    return parser
+
+
+def _attach_log_handler(quiet: bool) -> tuple:
+    """Send the package's log records to stderr and return what ``_detach_log_handler`` restores."""
+    package_logger = logging.getLogger("hierarchy")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    previous_level = package_logger.level
+    previous_propagate = package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    # The root logger would print a second copy, so records stop at this handler.
+    package_logger.propagate = False
+    return handler, previous_level, previous_propagate
+
+
+def _detach_log_handler(state: tuple) -> None:
+    handler, previous_level, previous_propagate = state
+    package_logger = logging.getLogger("hierarchy")
+    package_logger.removeHandler(handler)
+    package_logger.setLevel(previous_level)
+    package_logger.propagate = previous_propagate
+
+
+def _format_optional(value, spec: str = ".4g") -> str:
+    return "not reached" if value is None else format(value, spec)
+
+
+def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, report: PhaseReport, files: list) -> str:
+    """Return the human-readable summary of a run that ``hierarchy run`` prints."""
+    description = problem.describe()
+    stats = trajectory.stats
+    lines = [
+        f"problem:     d = {config.problem.d}, a = {config.problem.a:g}, b = {config.problem.b:g}, "
+        f"sigma0 = {config.problem.sigma0:g}, seed = {config.problem.seed}",
+        f"             rho_1 = {description['rho1']:.6g}, rho_2 = {description['rho2']:.6g}, "
+        f"m_1(0) = {description['m1_initial']:.4g}, q_1(0) = {description['q1_initial']:.4g}",
+        f"truncation:  {trajectory.truncation}, {trajectory.state_size} equations",
+        f"status:      {trajectory.status} ({trajectory.message})",
+        f"steps:       {stats.get('steps', 0)} ({stats.get('accepted', 0)} accepted, {stats.get('rejected', 0)} rejected), "
+        f"{stats.get('rhs_evaluations', 0)} right-hand sides, {stats.get('factorizations', 0)} factorizations, "
+        f"{trajectory.wall_seconds:.3g} s",
+        "",
+    ]
+
+    escape_line = (
+        f"escape time (|m_1|/rho_1 = {report.escape_level:g}): measured {_format_optional(report.escape_time)}, "
+        f"predicted {_format_optional(report.escape_time_predicted)} (leading order ln(m_esc/m_1(0))/(2 rho_2))"
+    )
+    if report.escape_time_relative_error is not None:
+        escape_line += f", relative error {report.escape_time_relative_error:+.1%}"
+    lines.append(escape_line)
+    lines.append(
+        f"convergence time (|m_1|/rho_1 and q_1/rho_1 within {report.convergence_tolerance:g} of 1): "
+        f"{_format_optional(report.convergence_time)}"
+    )
+    if not trajectory.success:
+        lines.append("  (the run stopped early, so these times describe only the outputs reached)")
+
+    lines.append("")
+    if report.tail_comparison:
+        lines.append("phase-3 loss against rho_1 sum_i lam_i w*_i^2 exp(-4 rho_1 lam_i t):")
+        lines.append(f"  {'t':>11}  {'measured':>12}  {'predicted':>12}  {'rel. error':>10}")
+        for row in report.tail_comparison:
+            lines.append(
+                f"  {row.t:11.4g}  {row.measured_loss:12.5g}  {row.predicted_loss:12.5g}  {row.relative_error:+10.2%}"
+            )
+    else:
+        lines.append(
+            "phase-3 loss: no comparison, because the statistics never converged or the loss was "
+            f"already below {report.tail_loss_floor:.3g}"
+        )
+
+    lines.append("")
+    lines.append("files:       " + ", ".join(str(path) for path in files))
+    return "\n".join(lines)
+
+
+def _run(config_path: str, out_directory: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        raise _InputError(str(error)) from None
+
+    logger.info("building problem d = %d, a = %g, b = %g, seed = %d", config.problem.d, config.problem.a,
+                config.problem.b, config.problem.seed)
+    problem = config.problem.build()
+    model = PhaseRetrieval()
+    try:
+        trajectory = integrate_problem(problem, model, config.truncation, config.solver)
+    except ValueError as error:
+        # The truncation builders and the integrator check the few option
+        # combinations that the configuration parser cannot.
+        raise _InputError(f"{config_path}: {error}") from None
+
+    initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
+    tail_prediction = predict_tail_loss(problem, trajectory.t)
+    report = analyze_phases(trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction)
+
+    out = Path(out_directory)
+    try:
+        paths = write_run(out, config, problem, trajectory, report, tail_prediction)
+        plot_path = plot_run(out / PLOT_FILE, trajectory, report, problem.describe(), tail_prediction)
+    except OSError as error:
+        raise _InputError(f"failed to write results to {out}: {error}") from None
+    logger.info("wrote %s, %s and %s", paths["trajectory"], paths["summary"], plot_path)
+
+    print(format_summary(config, problem, trajectory, report, [paths["trajectory"], paths["summary"], plot_path]))
+    return EXIT_SUCCESS if trajectory.success else EXIT_INTEGRATION_FAILED
+
+
+def main(argv=None) -> int:
+    """Run the ``hierarchy`` command with ``argv`` (``sys.argv[1:]`` by default) and return its exit code."""
+    parser = build_parser()
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        # argparse exits after --help, --version (code 0) and on invalid arguments (code 2).
+        return int(exit_request.code or 0)
+
+    log_state = _attach_log_handler(arguments.quiet)
+    try:
+        return _run(arguments.config, arguments.out)
+    except _InputError as error:
+        print(f"hierarchy: error: {error}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    finally:
+        _detach_log_handler(log_state)
