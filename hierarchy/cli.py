@@ -92,7 +92,8 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
     stats = trajectory.stats
     lines = [
         f"problem:     d = {config.problem.d}, a = {config.problem.a:g}, b = {config.problem.b:g}, "
-        f"sigma0 = {config.problem.sigma0:g}, seed = {config.problem.seed}",
+        f"sigma0 = {config.problem.sigma0:g}, "
+        + (f"init_teacher_scale = {config.problem.init_teacher_scale:g}" if config.problem.infinite else f"seed = {config.problem.seed}"),
         f"             rho_1 = {description['rho1']:.6g}, rho_2 = {description['rho2']:.6g}, "
         f"m_1(0) = {description['m1_initial']:.4g}, q_1(0) = {description['q1_initial']:.4g}",
         f"truncation:  {trajectory.truncation}, {trajectory.state_size} equations",
@@ -142,7 +143,7 @@ def _run(config_path: str, out_directory: str) -> int:
     except ConfigError as error:
         raise _InputError(str(error)) from None
 
-    logger.info("building problem d = %d, a = %g, b = %g, seed = %d", config.problem.d, config.problem.a,
+    logger.info("building problem d = %s, a = %g, b = %g, seed = %d", config.problem.d, config.problem.a,
                 config.problem.b, config.problem.seed)
     problem = config.problem.build()
     model = PhaseRetrieval()

@@ -4,11 +4,13 @@ A configuration file has up to three tables, and every key is optional
 except ``problem.d`` and ``problem.a``::
 
     [problem]       # PowerLawSpec
-    d = 2000
+    d = 2000                    # or inf
     a = 1.5
     b = 0.0
     sigma0 = 0.1
     seed = 0
+    init_teacher_scale = 0.0    # must be > 0 for d = inf
+    init_isotropic_exponent = 0.0
 
     [truncation]    # TruncationOptions
     kind = "spectral_modes"   # or "exact", "moments"
@@ -53,7 +55,15 @@ from .truncation.moment_hierarchy import MAX_ORDER
 
 # Expected TOML type of every key: int, float (an integer is accepted too) or str.
 FIELD_TYPES = {
-    "problem": {"d": int, "a": float, "b": float, "sigma0": float, "seed": int},
+    "problem": {
+        "d": "dimension",
+        "a": float,
+        "b": float,
+        "sigma0": float,
+        "seed": int,
+        "init_teacher_scale": float,
+        "init_isotropic_exponent": float,
+    },
     "truncation": {
         "kind": str,
         "bins_per_decade": int,
@@ -76,7 +86,7 @@ FIELD_TYPES = {
 }
 REQUIRED_KEYS = {"problem": ("d", "a"), "truncation": (), "solver": ()}
 _TARGET_CLASSES = {"problem": PowerLawSpec, "truncation": TruncationOptions, "solver": SolverOptions}
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", "dimension": "an integer or inf"}
 
 
 class ConfigError(ValueError):
@@ -178,6 +188,10 @@ def _check_table(table: str, values: dict, prefix: str) -> dict:
         expected = allowed[key]
         if expected is float:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif expected == "dimension":
+            valid = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and value == math.inf
+            )
         else:
             valid = isinstance(value, expected) and not isinstance(value, bool)
         if not valid:

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .spectrum import Problem
+from .spectrum import InfinitePowerLawProblem, Problem
 from .trajectory import Trajectory
+from .truncation import build_spectral_rule
 
 # Escape is reached at |m_1| / rho_1 = ESCAPE_LEVEL, i.e. m_esc = rho_1 / 2.
 ESCAPE_LEVEL = 0.5
@@ -38,6 +39,9 @@ TAIL_COMPARISON_POINTS = 6
 _EXP_UNDERFLOW_ARGUMENT = 746.0
 # Maximum number of exponentials evaluated in one array operation of predict_tail_loss.
 _CHUNK_ELEMENTS = 1 << 20
+# Rule for the d = inf tail sum: finer than any truncation it is compared with.
+TAIL_RULE_BINS_PER_DECADE = 12
+TAIL_RULE_ORDER = 8
 
 
 def _interpolate_log_time(t_before: float, t_after: float, value_before: float, value_after: float, level: float) -> float:
@@ -147,8 +151,15 @@ def predict_tail_loss(problem: Problem, t, max_chunk_elements: int = _CHUNK_ELEM
     times = np.asarray(t, dtype=np.float64)
     flat_times = times.ravel()
     rho1 = problem.rho1
-    rates = 4.0 * rho1 * problem.lam
-    weights = rho1 * problem.lam * problem.wstar**2
+    if isinstance(problem, InfinitePowerLawProblem):
+        # d = inf: the sum over i becomes a fine quadrature of the teacher measure.
+        horizon = float(np.max(flat_times)) if flat_times.size else 1.0
+        rule = build_spectral_rule(problem, TAIL_RULE_BINS_PER_DECADE, TAIL_RULE_ORDER, 16, t_end=max(horizon, 1.0))
+        rates = 4.0 * rho1 * rule.nodes
+        weights = rho1 * rule.weights[2]
+    else:
+        rates = 4.0 * rho1 * problem.lam
+        weights = rho1 * problem.lam * problem.wstar**2
     d = rates.size
 
     max_chunk_elements = max(1, int(max_chunk_elements))

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .integrators import solve
-from .spectrum import Problem
 from .trajectory import Trajectory
 from .truncation import build_exact_flow, build_moment_hierarchy, build_spectral_modes, build_spectral_rule
 
@@ -69,21 +68,26 @@ class SolverOptions:
         return np.geomspace(self.t_first, self.t_end, self.n_out)
 
 
-def build_system(problem: Problem, model, truncation: TruncationOptions):
-    """Return the ``StructuredSystem`` of ``problem`` for the requested truncation."""
+def build_system(problem, model, truncation: TruncationOptions, solver: "SolverOptions"):
+    """Return the ``StructuredSystem`` of ``problem`` (finite or ``d = inf``) for the requested truncation."""
     if truncation.kind == "exact":
         return build_exact_flow(problem, model)
     if truncation.kind == "spectral_modes":
         rule = build_spectral_rule(
-            problem, truncation.bins_per_decade, truncation.rule_order, truncation.exact_top, truncation.exact_bottom
+            problem,
+            truncation.bins_per_decade,
+            truncation.rule_order,
+            truncation.exact_top,
+            truncation.exact_bottom,
+            t_end=solver.t_end,
         )
         return build_spectral_modes(problem, model, rule)
     return build_moment_hierarchy(problem, model, truncation.order, truncation.closure)
 
 
-def integrate_problem(problem: Problem, model, truncation: TruncationOptions, solver: SolverOptions) -> Trajectory:
+def integrate_problem(problem, model, truncation: TruncationOptions, solver: SolverOptions) -> Trajectory:
     """Build the truncation, integrate it on the solver's output grid and return the trajectory."""
-    system = build_system(problem, model, truncation)
+    system = build_system(problem, model, truncation, solver)
     solution = solve(
         system,
         solver.output_times(),

@@ -21,8 +21,12 @@ _LINEAR_AXIS_LIMIT = 10.0
 
 
 def _format_parameters(problem_description: dict) -> str:
-    names = ("d", "a", "b", "sigma0", "seed")
-    parts = [f"{name} = {problem_description[name]:g}" for name in names if name in problem_description]
+    names = ("d", "a", "b", "sigma0", "seed", "init_teacher_scale")
+    parts = []
+    for name in names:
+        if name in problem_description:
+            value = problem_description[name]
+            parts.append(f"{name} = {value:g}" if isinstance(value, (int, float)) else f"{name} = {value}")
     return ", ".join(parts)
 
 

@@ -7,9 +7,13 @@ compiled kernel and returns ``(status, t, h, next_out, rejection_reason)``
 with the codes of ``common``.
 """
 
+from .bdf import BDFMethod
+from .radau5 import RadauMethod
 from .rodas4 import RODAS4
 from .rosenbrock import RosenbrockMethod
 
 METHODS = {
     RODAS4.name: RosenbrockMethod(RODAS4),
+    "radau5": RadauMethod(),
+    "bdf": BDFMethod(),
 }

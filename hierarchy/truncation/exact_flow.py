@@ -69,6 +69,8 @@ def exact_flow_observe(w, params, drive, out):
 
 def build_exact_flow(problem: Problem, model) -> StructuredSystem:
     """Return the exact flow of ``problem`` under ``model`` as a structured system of size ``d``."""
+    if not isinstance(problem, Problem):
+        raise ValueError("the exact flow needs a finite dimension d; for d = inf use spectral modes")
     params = np.concatenate(([problem.rho1], problem.lam, problem.wstar))
     return StructuredSystem(
         name=f"exact flow (d = {problem.d})",

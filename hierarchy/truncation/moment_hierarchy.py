@@ -42,6 +42,7 @@ import numpy as np
 from ..integrators.system import StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import Problem
+from .power_law_rule import power_law_rule
 
 CLOSURES = ("zero", "copy", "ratio", "quadrature")
 MAX_ORDER = 10_000
@@ -196,21 +197,26 @@ def gauss_nodes_of_discrete_measure(atoms, weights, n_nodes):
     return np.sort(np.linalg.eigvalsh(jacobi))[::-1]
 
 
-def closure_coefficients(problem: Problem, order: int, closure: str) -> np.ndarray:
+def closure_coefficients(problem, order: int, closure: str) -> np.ndarray:
     """Return the vector ``a`` of a linear closure, ``m_{K+1} = sum_j a_j m_j``."""
     coefficients = np.zeros(order)
     if closure == "copy":
         coefficients[-1] = 1.0
     elif closure == "quadrature":
-        measure = problem.lam * (problem.w0**2 + problem.wstar**2)
-        nodes = gauss_nodes_of_discrete_measure(problem.lam, measure, order)
+        if isinstance(problem, Problem):
+            atoms, measure = problem.lam, problem.lam * (problem.w0**2 + problem.wstar**2)
+        else:
+            # d = inf: a fine quadrature of the measure stands in for its atoms.
+            rule = power_law_rule(problem.a, problem.measure_terms(), 8, 6, 16, 1e12, problem.rho1)
+            atoms, measure = rule.nodes, rule.weights[0] + rule.weights[2]
+        nodes = gauss_nodes_of_discrete_measure(atoms, measure, order)
         # np.poly gives [1, c_{K-1}, ..., c_0] of prod_j (lam - mu_j).
         monic = np.poly(nodes)
         coefficients = -monic[1:][::-1]
     return coefficients
 
 
-def build_moment_hierarchy(problem: Problem, model, order: int, closure: str = "zero") -> StructuredSystem:
+def build_moment_hierarchy(problem, model, order: int, closure: str = "zero") -> StructuredSystem:
     """Return the moment hierarchy of ``problem`` at ``order`` K with the named closure (state size ``2K``)."""
     if closure not in CLOSURES:
         raise ValueError(f"closure = {closure!r} is not available; choose one of {list(CLOSURES)}")

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..integrators.system import StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
-from ..spectrum import Problem
+from ..spectrum import InfinitePowerLawProblem, Problem
+from .power_law_rule import power_law_rule
 from .quadrature import SpectralRule, log_gauss_rule
 
 
@@ -100,12 +101,25 @@ def spectral_measures(problem: Problem) -> np.ndarray:
     return np.vstack((lam * w0 * w0, lam * w0 * wstar, lam * wstar * wstar))
 
 
-def build_spectral_rule(problem: Problem, bins_per_decade=8, rule_order=6, exact_top=8, exact_bottom=0) -> SpectralRule:
-    """Return the composite ``log lam`` rule of ``problem``'s spectral measures."""
+def build_spectral_rule(
+    problem, bins_per_decade=8, rule_order=6, exact_top=8, exact_bottom=0, t_end=None
+) -> SpectralRule:
+    """Return the composite ``log lam`` rule of ``problem``'s spectral measures.
+
+    A finite problem uses its atoms (``quadrature.log_gauss_rule``); a
+    ``d = inf`` problem uses ``power_law_rule``, which needs the horizon
+    ``t_end`` to place its floor and has no smallest eigenvalues to keep.
+    """
+    if isinstance(problem, InfinitePowerLawProblem):
+        if exact_bottom:
+            raise ValueError(f"exact_bottom = {exact_bottom} is invalid for d = inf: the spectrum has no smallest eigenvalue")
+        if t_end is None:
+            raise ValueError("a spectral rule for d = inf needs the horizon t_end")
+        return power_law_rule(problem.a, problem.measure_terms(), bins_per_decade, rule_order, exact_top, t_end, problem.rho1)
     return log_gauss_rule(problem.lam, spectral_measures(problem), bins_per_decade, rule_order, exact_top, exact_bottom)
 
 
-def build_spectral_modes(problem: Problem, model, rule: SpectralRule) -> StructuredSystem:
+def build_spectral_modes(problem, model, rule: SpectralRule) -> StructuredSystem:
     """Return the K-mode truncation of ``problem`` on the nodes of ``rule`` (state size ``2K``)."""
     K = rule.size
     params = np.concatenate(([problem.rho1], rule.nodes, rule.weights[0], rule.weights[1], rule.weights[2]))
