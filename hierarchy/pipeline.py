@@ -4,11 +4,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .integrators import solve
+from .integrators import Event, solve
 from .trajectory import Trajectory
 from .truncation import build_exact_flow, build_moment_hierarchy, build_spectral_modes, build_spectral_rule
 
 TRUNCATION_KINDS = ("exact", "spectral_modes", "moments")
+
+
+def phase_events(rho1: float) -> tuple:
+    """Return the events located during every integration.
+
+    ``escape``: ``|m_1|`` reaches ``rho_1 / 2``; ``saddle``: ``q_1`` crosses
+    ``rho_1 / 3``, where ``alpha = rho_1 - 3 q_1`` of phase retrieval vanishes.
+    """
+    return (
+        Event("escape", "m1", 0.5 * rho1, absolute=True),
+        Event("saddle", "q1", rho1 / 3.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -96,5 +108,6 @@ def integrate_problem(problem, model, truncation: TruncationOptions, solver: Sol
         atol=solver.atol,
         max_steps=solver.max_steps,
         max_wall_seconds=solver.max_wall_seconds,
+        events=phase_events(problem.rho1),
     )
     return Trajectory.from_solution(solution, model, problem.rho(1), problem.rho(2), system.name, system.size)

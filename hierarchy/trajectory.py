@@ -30,6 +30,9 @@ class Trajectory:
         Step statistics of the integrator.
     wall_seconds : float
         Run time of the integration.
+    event_times : dict
+        First crossing times located on the dense output, by event name
+        (``None`` when not reached); see ``pipeline.phase_events``.
     """
 
     t: np.ndarray
@@ -45,6 +48,7 @@ class Trajectory:
     t_requested_end: float
     stats: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    event_times: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -69,4 +73,5 @@ class Trajectory:
             t_requested_end=float(solution.t_requested[-1]),
             stats=dict(solution.stats),
             wall_seconds=float(solution.wall_seconds),
+            event_times=dict(solution.event_times),
         )

@@ -123,3 +123,25 @@ def test_invalid_settings_name_the_field(kwargs, field):
 def test_invalid_output_times_rejected(t_out):
     with pytest.raises(ValueError, match="t_out|output time"):
         solve(logistic(), t_out)
+
+
+@pytest.mark.parametrize("method", ["rodas4", "radau5", "bdf"])
+def test_event_located_on_dense_output(method):
+    """The logistic solution crosses 1/2 at t = ln(1/y0 - 1) exactly; a coarse output grid does not limit the event."""
+    from hierarchy.integrators import Event
+
+    y0 = 0.01
+    crossing = np.log(1.0 / y0 - 1.0)
+    events = (Event("half", "y", 0.5), Event("never", "y", 2.0), Event("absolute", "y", 0.9, absolute=True))
+    solution = solve(logistic(y0), [1.0, 20.0], method=method, rtol=1e-10, atol=1e-12, events=events)
+    assert solution.success
+    assert solution.event_times["half"] == pytest.approx(crossing, rel=1e-8)
+    assert solution.event_times["never"] is None
+    assert solution.event_times["absolute"] == pytest.approx(np.log(0.9 / 0.1 * (1.0 / y0 - 1.0)), rel=1e-8)
+
+
+def test_event_with_unknown_observable_rejected():
+    from hierarchy.integrators import Event
+
+    with pytest.raises(ValueError, match="unknown observable 'x'"):
+        solve(logistic(), [1.0], events=(Event("bad", "x", 0.5),))

@@ -62,6 +62,7 @@ from .common import (
     initial_step,
     max_abs,
     weighted_rms,
+    locate_events,
     write_dense_outputs,
 )
 from .structured_linalg import factor_structured, solve_structured, structured_residual
@@ -153,6 +154,8 @@ BDF_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
     _int,  # maximum order
     matrix,  # backward differences, (DIFFERENCE_ROWS, n), kept between calls
     _ivector,  # history flags, (HISTORY_SIZE,), kept between calls
+    matrix,  # event specification, one row per event (see common.locate_events)
+    matrix,  # event state, one row per event (updated)
 )
 
 
@@ -361,6 +364,7 @@ def _store_history(history, order, equal_steps):
 def integrate_bdf(
     rhs, jac, observe, drive, params, y, t, h, t_out, first_out, observables, states, save_state,
     kl, ku, rank, rtol, atol, max_steps, max_abs_state, stats, max_order, differences, history,
+    event_spec, event_state,
 ):
     """Advance ``y`` from ``t`` past ``t_out[first_out:]``, writing outputs on the way.
 
@@ -577,8 +581,13 @@ def integrate_bdf(
         for k in range(n):
             differences[0, k] = y_new[k]
 
-        if t_out[next_out] <= t_new:
+        outputs_in_step = t_out[next_out] <= t_new
+        if outputs_in_step or event_spec.shape[0] > 0:
             dense_output_coefficients(differences, order, polynomial)
+        if event_spec.shape[0] > 0:
+            locate_events(t, h, polynomial[: order + 1], y_new, observe, params, drive, event_spec, event_state,
+                          work, observed)
+        if outputs_in_step:
             next_out = write_dense_outputs(
                 t, h, t_new, polynomial[: order + 1], y_new, t_out, next_out, observe, params, drive,
                 observables, states, save_state, work, observed,
@@ -656,7 +665,7 @@ class BDFMethod:
         return differences, history
 
     def advance(self, system, params, y, t, h, t_out, next_out, observables, states, save_state,
-                rtol, atol, max_steps, max_abs_state, stats):
+                rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state):
         """Run the compiled kernel over ``t_out[next_out:]``, continuing the last call's history when it can (see ``integrate_bdf``)."""
         saved = self._saved_history(system, params, stats, y, t, h, rtol, atol)
         if saved is None:
@@ -670,7 +679,7 @@ class BDFMethod:
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             rtol, atol, max_steps, max_abs_state, stats,
-            self.max_order, differences, history,
+            self.max_order, differences, history, event_spec, event_state,
         )
         self._last_call = (
             weakref.ref(system), weakref.ref(params), weakref.ref(stats), (rtol, atol), t, h, differences, history,

@@ -137,3 +137,66 @@ def write_dense_outputs(
                 states[next_out, k] = work[k]
         next_out += 1
     return next_out
+
+
+# Columns of the event arrays: the specification (observable index, level,
+# 1.0 to use the absolute value of the observable) and the running state
+# (value at the start of the step, first crossing time or NaN).
+EVENT_OBSERVABLE = 0
+EVENT_LEVEL = 1
+EVENT_ABSOLUTE = 2
+EVENT_PREVIOUS_VALUE = 0
+EVENT_TIME = 1
+# Bisection steps on theta in [0, 1]: 2^-52 is below double rounding.
+EVENT_BISECTIONS = 52
+
+
+@numba.njit(cache=True)
+def _evaluate_polynomial(polynomial, theta, out):
+    degree = polynomial.shape[0] - 1
+    for k in range(out.shape[0]):
+        value = polynomial[degree, k]
+        for p in range(degree - 1, -1, -1):
+            value = value * theta + polynomial[p, k]
+        out[k] = value
+
+
+@numba.njit(cache=True)
+def event_value(spec_row, observed):
+    value = observed[int(spec_row[EVENT_OBSERVABLE])]
+    if spec_row[EVENT_ABSOLUTE] != 0.0:
+        value = abs(value)
+    return value - spec_row[EVENT_LEVEL]
+
+
+@numba.njit(cache=True)
+def locate_events(t, h, polynomial, y_new, observe, params, drive, event_spec, event_state, work, observed):
+    """Record the first crossing of each event inside the step ``(t, t + h]``.
+
+    An event is a zero of ``observable - level`` (or ``|observable| - level``).
+    Its value at the end of the step is compared with the value at the
+    start; on a sign change the crossing is located by bisection in
+    ``theta`` on the step's dense output ``polynomial`` (coefficients of
+    ``theta^p``), to the resolution of ``t``. Events already found are not
+    searched again.
+    """
+    n_events = event_spec.shape[0]
+    if n_events == 0:
+        return
+    observe(y_new, params, drive, observed)
+    for e in range(n_events):
+        end_value = event_value(event_spec[e], observed)
+        start_value = event_state[e, EVENT_PREVIOUS_VALUE]
+        if np.isnan(event_state[e, EVENT_TIME]) and start_value * end_value <= 0.0 and start_value != 0.0:
+            low, high = 0.0, 1.0
+            for _ in range(EVENT_BISECTIONS):
+                middle = 0.5 * (low + high)
+                _evaluate_polynomial(polynomial, middle, work)
+                observe(work, params, drive, observed)
+                if event_value(event_spec[e], observed) * start_value > 0.0:
+                    low = middle
+                else:
+                    high = middle
+            event_state[e, EVENT_TIME] = t + high * h
+            observe(y_new, params, drive, observed)
+        event_state[e, EVENT_PREVIOUS_VALUE] = end_value

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import common
 from .methods import METHODS
-from .solution import IntegrationStatus, Solution
+from .solution import Event, IntegrationStatus, Solution
 from .system import StructuredSystem
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def solve(
     max_abs_state: float = 1e100,
     max_wall_seconds: float | None = None,
     save_state: bool = False,
+    events: tuple = (),
 ) -> Solution:
     """Integrate ``system`` from ``t0`` and return its observables at the times ``t_out``.
 
@@ -92,6 +93,8 @@ def solve(
         Wall-clock limit, checked every ``STEPS_PER_CALL`` steps.
     save_state : bool
         Also return the full state at every output time.
+    events : sequence of Event
+        Zero crossings of observables to locate on the dense output.
 
     Returns
     -------
@@ -111,9 +114,11 @@ def solve(
     params = np.ascontiguousarray(system.params, dtype=np.float64)
     stats = np.zeros(common.N_STATS, dtype=np.int64)
 
+    observed = np.empty(n_obs)
+    event_spec, event_state = _prepare_events(system, params, events, y, observed)
+
     # Output times equal to t0 are the initial state itself.
     next_out = 0
-    observed = np.empty(n_obs)
     while next_out < n_out and t_out[next_out] == t0:
         system.observe(y, params, system.drive, observed)
         observables[next_out] = observed
@@ -136,7 +141,7 @@ def solve(
             break
         status, t, h, next_out, rejection_reason = integrator.advance(
             system, params, y, t, h, t_out, next_out, observables, states, save_state,
-            rtol, atol, min(budget_left, STEPS_PER_CALL), max_abs_state, stats,
+            rtol, atol, min(budget_left, STEPS_PER_CALL), max_abs_state, stats, event_spec, event_state,
         )
         elapsed = time.perf_counter() - started
         if elapsed - (last_logged - started) > 5.0 or status != common.STATUS_STEP_BUDGET:
@@ -170,7 +175,39 @@ def solve(
         stats={name: int(value) for name, value in zip(common.STAT_NAMES, stats)},
         wall_seconds=wall_seconds,
         method=method,
+        event_times={
+            event.name: (None if np.isnan(event_state[i, common.EVENT_TIME]) else float(event_state[i, common.EVENT_TIME]))
+            for i, event in enumerate(events)
+        },
     )
+
+
+def _prepare_events(system, params, events, y0, observed):
+    """Return the compiled event arrays, with the values at the initial state filled in."""
+    event_spec = np.zeros((len(events), 3))
+    event_state = np.full((len(events), 2), np.nan)
+    names = set()
+    for i, event in enumerate(events):
+        if not isinstance(event, Event):
+            raise ValueError(f"events[{i}] = {event!r} is not an Event")
+        if event.name in names:
+            raise ValueError(f"two events are named {event.name!r}; event names must be unique")
+        names.add(event.name)
+        if event.observable not in system.observable_names:
+            raise ValueError(
+                f"event {event.name!r} watches the unknown observable {event.observable!r}; "
+                f"available: {', '.join(system.observable_names)}"
+            )
+        if not math.isfinite(event.level):
+            raise ValueError(f"event {event.name!r} has a non-finite level {event.level!r}")
+        event_spec[i] = (system.observable_names.index(event.observable), event.level, 1.0 if event.absolute else 0.0)
+
+    if len(events):
+        system.observe(y0, params, system.drive, observed)
+        for i in range(len(events)):
+            value = observed[int(event_spec[i, 0])]
+            event_state[i, common.EVENT_PREVIOUS_VALUE] = (abs(value) if event_spec[i, 2] else value) - event_spec[i, 1]
+    return event_spec, event_state
 
 
 def _describe(status, t, h, rejection_reason, max_steps, max_abs_state, max_wall_seconds):

@@ -50,6 +50,7 @@ from .common import (
     initial_step,
     max_abs,
     weighted_rms,
+    locate_events,
     write_dense_outputs,
 )
 from .structured_linalg import factor_structured, solve_structured, structured_residual
@@ -147,13 +148,15 @@ RADAU_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
     _int,  # step budget for this call
     f64,  # largest admissible |y_i|
     _ivector,  # step statistics (accumulated)
+    matrix,  # event specification, one row per event (see common.locate_events)
+    matrix,  # event state, one row per event (updated)
 )
 
 
 @numba.njit(RADAU_SIGNATURE, cache=True)
 def integrate_radau5(
     rhs, jac, observe, drive, params, y, t, h, t_out, first_out, observables, states, save_state,
-    kl, ku, rank, rtol, atol, max_steps, max_abs_state, stats,
+    kl, ku, rank, rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,
 ):
     """Advance ``y`` from ``t`` past ``t_out[first_out:]`` with Radau IIA, writing outputs on the way.
 
@@ -486,6 +489,9 @@ def integrate_radau5(
         # outputs between step points are about as accurate as the local
         # error test, 0.1 rtol^(2/3). On the logistic test their error is
         # about 30 times that of the step points.
+        if event_spec.shape[0] > 0:
+            locate_events(t, h, polynomial, y_new, observe, params, drive, event_spec, event_state,
+                          stage_argument, observed)
         if next_out < n_out and t_out[next_out] <= t_new:
             next_out = write_dense_outputs(
                 t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
@@ -535,11 +541,11 @@ class RadauMethod:
     order = 5
 
     def advance(self, system, params, y, t, h, t_out, next_out, observables, states, save_state,
-                rtol, atol, max_steps, max_abs_state, stats):
+                rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state):
         """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_radau5``."""
         return integrate_radau5(
             system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
-            rtol, atol, max_steps, max_abs_state, stats,
+            rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,
         )

@@ -45,6 +45,7 @@ from .common import (
     all_finite,
     initial_step,
     max_abs,
+    locate_events,
     weighted_rms,
     write_dense_outputs,
 )
@@ -82,6 +83,8 @@ STEPPER_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
     _int,  # step budget for this call
     f64,  # largest admissible |y_i|
     _ivector,  # step statistics (accumulated)
+    matrix,  # event specification, one row per event (see common.locate_events)
+    matrix,  # event state, one row per event (updated)
 )
 
 
@@ -89,7 +92,7 @@ STEPPER_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
 def integrate_rosenbrock(
     rhs, jac, observe, drive, params, y, t, h, t_out, first_out, observables, states, save_state,
     kl, ku, rank, gamma, a, c, b, error_weights, dense, error_exponent, rtol, atol,
-    max_steps, max_abs_state, stats,
+    max_steps, max_abs_state, stats, event_spec, event_state,
 ):
     """Advance ``y`` from ``t`` past ``t_out[first_out:]``, writing outputs on the way.
 
@@ -245,7 +248,8 @@ def integrate_rosenbrock(
         t_new = t + h
         if clipped:
             t_new = t_stop
-        if next_out < n_out and t_out[next_out] <= t_new:
+        outputs_in_step = next_out < n_out and t_out[next_out] <= t_new
+        if outputs_in_step or event_spec.shape[0] > 0:
             # Dense output as a cubic in theta:
             # y0 + theta (y1 - y0 + k1) + theta^2 (k2 - k1) - theta^3 k2.
             for k in range(n):
@@ -258,10 +262,14 @@ def integrate_rosenbrock(
                 polynomial[1, k] = y_new[k] - y[k] + first
                 polynomial[2, k] = second - first
                 polynomial[3, k] = -second
-            next_out = write_dense_outputs(
-                t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
-                observables, states, save_state, stage_argument, observed,
-            )
+            if event_spec.shape[0] > 0:
+                locate_events(t, h, polynomial, y_new, observe, params, drive, event_spec, event_state,
+                              stage_argument, observed)
+            if outputs_in_step:
+                next_out = write_dense_outputs(
+                    t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
+                    observables, states, save_state, stage_argument, observed,
+                )
 
         t = t_new
         for k in range(n):
@@ -296,7 +304,7 @@ class RosenbrockMethod:
         self.order = tableau.order
 
     def advance(self, system, params, y, t, h, t_out, next_out, observables, states, save_state,
-                rtol, atol, max_steps, max_abs_state, stats):
+                rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state):
         """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_rosenbrock``."""
         tableau = self.tableau
         return integrate_rosenbrock(
@@ -304,5 +312,5 @@ class RosenbrockMethod:
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             tableau.gamma, tableau.a, tableau.c, tableau.b, tableau.error, tableau.dense,
-            tableau.error_exponent, rtol, atol, max_steps, max_abs_state, stats,
+            tableau.error_exponent, rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,
         )

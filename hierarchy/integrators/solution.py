@@ -22,13 +22,30 @@ class IntegrationStatus(enum.Enum):
         return self is not IntegrationStatus.SUCCESS
 
 
+@dataclass(frozen=True)
+class Event:
+    """A zero crossing to locate: ``observable - level`` (or ``|observable| - level``) changes sign.
+
+    The integrator finds the first crossing time by bisection on the dense
+    output of the step in which the sign changes, so its accuracy is that of
+    the dense output, not of the output grid.
+    """
+
+    name: str
+    observable: str
+    level: float
+    absolute: bool = False
+
+
 @dataclass
 class Solution:
     """Outputs of ``solve`` up to the time the integration reached.
 
     ``t`` and ``observables`` (and ``states`` when requested) hold only the
     output times that were reached; ``t_requested`` holds all of them, so a
-    failed run still returns everything it computed.
+    failed run still returns everything it computed. ``event_times`` maps
+    each requested event's name to its first crossing time, or ``None`` when
+    it did not occur before the integration ended.
     """
 
     t: np.ndarray
@@ -42,6 +59,7 @@ class Solution:
     stats: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     method: str = ""
+    event_times: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
