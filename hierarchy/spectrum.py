@@ -150,7 +150,7 @@ class Problem:
     lam: np.ndarray
     wstar: np.ndarray
     w0: np.ndarray
-    spec: PowerLawSpec | None = None
+    spec: "PowerLawSpec | EmpiricalSpec | None" = None
 
     def __post_init__(self):
         d = self.lam.size
@@ -187,8 +187,12 @@ class Problem:
     def describe(self) -> dict:
         """Return the parameters and initial summary statistics as plain numbers."""
         summary = {}
+        if isinstance(self.spec, PowerLawSpec):
+            summary.update(d=self.spec.d, a=self.spec.a)
+        elif self.spec is not None:
+            summary.update(d=self.d, spectrum=self.spec.source)
         if self.spec is not None:
-            summary.update(d=self.spec.d, a=self.spec.a, b=self.spec.b, sigma0=self.spec.sigma0, seed=self.spec.seed)
+            summary.update(b=self.spec.b, sigma0=self.spec.sigma0, seed=self.spec.seed)
             if self.spec.init_teacher_scale:
                 summary.update(init_teacher_scale=self.spec.init_teacher_scale)
         summary.update(rho1=self.rho(1), rho2=self.rho(2), m1_initial=self.m(1), q1_initial=self.q(1))
@@ -252,3 +256,47 @@ class InfinitePowerLawProblem:
             "init_teacher_scale": spec.init_teacher_scale, "init_isotropic_exponent": spec.init_isotropic_exponent,
             "rho1": self.rho(1), "rho2": self.rho(2), "m1_initial": self.m(1), "q1_initial": self.q(1),
         }
+
+
+@dataclass(frozen=True)
+class EmpiricalSpec:
+    """A problem on a given (measured) spectrum, with the power-law teacher and random start of ``PowerLawSpec``.
+
+    ``eigenvalues`` are sorted in decreasing order; the teacher profile
+    ``w*_i^2 ∝ i^(-b)`` follows the rank ``i`` of the eigenvalue, and
+    ``w(0) = s w* + sigma0 g / sqrt(d)`` as for finite power laws.
+    """
+
+    eigenvalues: tuple
+    source: str
+    b: float = 0.0
+    sigma0: float = 0.1
+    seed: int = 0
+    init_teacher_scale: float = 0.0
+
+    def __post_init__(self):
+        values = np.asarray(self.eigenvalues, dtype=np.float64)
+        _require(values.ndim == 1 and values.size >= 1, "eigenvalues must be a non-empty list of numbers")
+        _require(bool(np.all(np.isfinite(values))) and bool(np.all(values > 0)), "eigenvalues must be finite and positive")
+        _require(values.size <= MAX_DIMENSION, f"the spectrum has {values.size} eigenvalues, more than {MAX_DIMENSION}")
+        # Range checks shared with the power-law problem.
+        PowerLawSpec(d=int(values.size), a=0.0, b=self.b, sigma0=self.sigma0, seed=self.seed,
+                     init_teacher_scale=self.init_teacher_scale)
+
+    @property
+    def d(self) -> int:
+        return len(self.eigenvalues)
+
+    def build(self) -> "Problem":
+        """Draw the initial point and return the concrete problem on this spectrum."""
+        lam = np.sort(np.asarray(self.eigenvalues, dtype=np.float64))[::-1]
+        index = np.arange(1, lam.size + 1, dtype=np.float64)
+        teacher_profile = index ** (-0.5 * float(self.b))
+        wstar = teacher_profile / math.sqrt(float(np.sum(lam * teacher_profile**2)))
+
+        rng = np.random.default_rng(self.seed)
+        random_part = self.sigma0 * rng.standard_normal(lam.size) / math.sqrt(lam.size)
+        if np.sum(lam * random_part * wstar) < 0:
+            random_part = -random_part
+        w0 = self.init_teacher_scale * wstar + random_part
+        return Problem(lam=lam, wstar=wstar, w0=w0, spec=self)
