@@ -1,4 +1,4 @@
-"""Command line: ``hierarchy run CONFIG.toml --out DIR [--quiet]``.
+"""Command line: ``hierarchy run CONFIG.toml --out DIR [--quiet]`` and ``hierarchy compare``.
 
 The run reads the configuration, builds the problem, integrates the chosen
 truncation of the phase-retrieval flow, measures the phases and writes
@@ -9,6 +9,12 @@ stderr.
 Exit codes: 0 when the integration reached ``t_end``, 1 when it failed (the
 files still hold what was computed), 2 on invalid input or when a file
 cannot be written.
+
+``hierarchy compare CONFIG.toml --out DIR [--quiet]`` integrates a reference
+and every truncation listed in the ``[compare]`` table, prints a table of
+their errors and writes ``compare.csv`` and ``compare.png`` to ``DIR``. Exit
+codes: 0 when the reference reached ``t_end`` (failed truncations are part of
+the result), 1 when the reference failed, 2 as for ``run``.
 """
 
 import argparse
@@ -16,7 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, load_config
+from .compare import format_comparison, run_comparison, write_comparison
+from .config import ConfigError, RunConfig, load_compare_config, load_config
 from .io import package_version, write_run
 from .model import PhaseRetrieval
 from .phases import PhaseReport, analyze_phases, predict_tail_loss
@@ -57,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [truncation] and [solver] tables")
     run.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
     run.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
+
+    compare = commands.add_parser(
+        "compare",
+        help="run several truncations of one problem against a reference and tabulate their errors",
+        description=(
+            "Integrate a reference for the problem of CONFIG and every truncation listed in its [compare] "
+            "table, print their maximum relative errors in L, |m_1| and q_1, and write compare.csv and "
+            "compare.png to the output directory. Exit code 0 when the reference succeeded (failed "
+            "truncations are part of the result), 1 when the reference failed, 2 on invalid input."
+        ),
+    )
+    compare.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [solver] and [compare] tables")
+    compare.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
+    compare.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
     return parser
 
 
@@ -170,6 +191,32 @@ def _run(config_path: str, out_directory: str) -> int:
     return EXIT_SUCCESS if trajectory.success else EXIT_INTEGRATION_FAILED
 
 
+def _compare(config_path: str, out_directory: str) -> int:
+    try:
+        config = load_compare_config(config_path)
+    except ConfigError as error:
+        raise _InputError(str(error)) from None
+
+    try:
+        comparison = run_comparison(config)
+    except ValueError as error:
+        # The builder rejected the reference's options. Compared truncations
+        # that it rejects become skipped rows instead.
+        raise _InputError(f"{config_path}: {error}") from None
+
+    out = Path(out_directory)
+    try:
+        paths = write_comparison(out, comparison)
+    except OSError as error:
+        raise _InputError(f"failed to write results to {out}: {error}") from None
+    logger.info("wrote %s and %s", paths["csv"], paths["plot"])
+
+    print(format_comparison(comparison))
+    print("")
+    print(f"files:      {paths['csv']}, {paths['plot']}")
+    return EXIT_SUCCESS if comparison.reference_succeeded else EXIT_INTEGRATION_FAILED
+
+
 def main(argv=None) -> int:
     """Run the ``hierarchy`` command with ``argv`` (``sys.argv[1:]`` by default) and return its exit code."""
     parser = build_parser()
@@ -181,7 +228,8 @@ def main(argv=None) -> int:
 
     log_state = _attach_log_handler(arguments.quiet)
     try:
-        return _run(arguments.config, arguments.out)
+        command = _compare if arguments.command == "compare" else _run
+        return command(arguments.config, arguments.out)
     except _InputError as error:
         print(f"hierarchy: error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT

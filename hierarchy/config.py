@@ -33,6 +33,20 @@ except ``problem.d`` and ``problem.a``::
 
 Keys left out take the defaults of the dataclasses. Every problem is reported
 as a :class:`ConfigError` whose message names the file and the field.
+
+``hierarchy compare`` reads the same ``[problem]`` and ``[solver]`` tables and,
+in place of ``[truncation]``, a ``[compare]`` table (``CompareOptions``)::
+
+    [compare]
+    spectral_rules = [[2, 3], [3, 4], [4, 5], [6, 6], [8, 7]]  # [bins_per_decade, rule_order]
+    exact_top = 8
+    moment_orders = [1, 2, 4, 8]
+    closures = ["zero", "copy", "ratio", "quadrature"]
+    reference = "exact"             # or "finest_rule"; the default is "finest_rule" for d = inf
+    reference_bins_per_decade = 12  # finest_rule only
+    reference_rule_order = 8        # finest_rule only
+    max_steps = 200000              # step budget of each compared truncation
+    max_wall_seconds = 60.0         # wall-clock limit of each compared truncation
 """
 
 import dataclasses
@@ -41,6 +55,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,7 +101,34 @@ FIELD_TYPES = {
 }
 REQUIRED_KEYS = {"problem": ("d", "a"), "truncation": (), "solver": ()}
 _TARGET_CLASSES = {"problem": PowerLawSpec, "truncation": TruncationOptions, "solver": SolverOptions}
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", "dimension": "an integer or inf"}
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    "dimension": "an integer or inf",
+    "rule_list": "a list of [bins_per_decade, rule_order] pairs of integers",
+    "int_list": "a list of integers",
+    "str_list": "a list of strings",
+}
+
+# Tables of a ``hierarchy compare`` configuration and the expected type of every key.
+COMPARE_FIELD_TYPES = {
+    "problem": FIELD_TYPES["problem"],
+    "solver": FIELD_TYPES["solver"],
+    "compare": {
+        "spectral_rules": "rule_list",
+        "exact_top": int,
+        "moment_orders": "int_list",
+        "closures": "str_list",
+        "reference": str,
+        "reference_bins_per_decade": int,
+        "reference_rule_order": int,
+        "max_steps": int,
+        "max_wall_seconds": float,
+    },
+}
+COMPARE_REQUIRED_KEYS = {"problem": ("d", "a"), "solver": (), "compare": ()}
+REFERENCES = ("exact", "finest_rule")
 
 
 class ConfigError(ValueError):
@@ -112,16 +154,131 @@ class RunConfig:
         }
 
 
-def load_config(path) -> RunConfig:
-    """Read and validate the TOML configuration file at ``path``.
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    Raises
-    ------
-    ConfigError
-        When the file is missing or unreadable, is not valid TOML, has an
-        unknown table or key, or a value of the wrong type or out of range.
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Truncations that ``hierarchy compare`` runs and the reference it measures them against.
+
+    Attributes
+    ----------
+    spectral_rules : tuple of (int, int)
+        ``(bins_per_decade, rule_order)`` of each spectral-mode rule, both >= 1.
+    exact_top : int
+        Largest eigenvalues kept as exact nodes in every spectral rule, the reference's included.
+    moment_orders, closures : tuple
+        Every closure runs at every moment order K; orders that a closure
+        rejects become skipped rows of the comparison.
+    reference : str or None
+        ``"exact"`` (the d-dimensional flow, finite d only) or ``"finest_rule"``
+        (spectral modes on the rule ``reference_bins_per_decade x
+        reference_rule_order``). ``None`` picks ``"exact"`` for finite d and
+        ``"finest_rule"`` for d = inf.
+    max_steps, max_wall_seconds : int, float
+        Step budget and wall-clock limit in seconds of each compared
+        truncation, so that a failing closure stops quickly. The reference
+        uses the ``[solver]`` limits instead.
     """
-    path = Path(path)
+
+    spectral_rules: tuple = ((2, 3), (3, 4), (4, 5), (6, 6), (8, 7))
+    exact_top: int = 8
+    moment_orders: tuple = (1, 2, 4, 8)
+    closures: tuple = CLOSURES
+    reference: str | None = None
+    reference_bins_per_decade: int = 12
+    reference_rule_order: int = 8
+    max_steps: int = 200_000
+    max_wall_seconds: float = 60.0
+
+    def __post_init__(self):
+        for rule in self.spectral_rules:
+            if not (len(rule) == 2 and all(_is_integer(value) and value >= 1 for value in rule)):
+                raise ValueError(
+                    f"spectral_rules = {_plain_lists(self.spectral_rules)} is invalid: the rule {_plain_lists(rule)} "
+                    "must be a pair [bins_per_decade, rule_order] of integers >= 1"
+                )
+        _reject_duplicates("spectral_rules", self.spectral_rules)
+        for order in self.moment_orders:
+            if not (_is_integer(order) and 1 <= order <= MAX_ORDER):
+                raise ValueError(
+                    f"moment_orders = {_plain_lists(self.moment_orders)} is invalid: the order {order!r} "
+                    f"must be an integer in [1, {MAX_ORDER}]"
+                )
+        _reject_duplicates("moment_orders", self.moment_orders)
+        for closure in self.closures:
+            if closure not in CLOSURES:
+                raise ValueError(
+                    f"closures = {_plain_lists(self.closures)} is invalid: {closure!r} is not a closure. "
+                    f"Choose from {list(CLOSURES)}"
+                )
+        _reject_duplicates("closures", self.closures)
+        if not self.spectral_rules and not (self.moment_orders and self.closures):
+            raise ValueError(
+                "spectral_rules = [] is invalid together with no moment truncation because there is nothing "
+                "to compare. List at least one spectral rule, or moment orders and closures"
+            )
+
+        for name, lower in (("exact_top", 0), ("reference_bins_per_decade", 1), ("reference_rule_order", 1),
+                            ("max_steps", 1)):
+            value = getattr(self, name)
+            if not (_is_integer(value) and value >= lower):
+                raise ValueError(f"{name} = {value!r} is invalid: it must be an integer >= {lower}")
+        if self.reference is not None and self.reference not in REFERENCES:
+            raise ValueError(f"reference = {self.reference!r} is invalid: choose one of {list(REFERENCES)}")
+        if not (isinstance(self.max_wall_seconds, (int, float)) and 0.0 < self.max_wall_seconds < math.inf):
+            raise ValueError(
+                f"max_wall_seconds = {self.max_wall_seconds!r} is invalid: "
+                "the wall-clock limit must be a positive number of seconds"
+            )
+
+    def resolved_reference(self, infinite_dimension: bool) -> str:
+        """Return the reference to use: ``reference``, or its default for finite or infinite d."""
+        if self.reference is not None:
+            return self.reference
+        return "finest_rule" if infinite_dimension else "exact"
+
+
+def _plain_lists(value) -> str:
+    """Write tuples as TOML-like lists, the way the user wrote them in the file."""
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_plain_lists(item) for item in value) + "]"
+    return repr(value)
+
+
+def _reject_duplicates(name: str, values: tuple) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{name} = {_plain_lists(values)} is invalid: {_plain_lists(value)} is listed twice")
+        seen.add(value)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything one ``hierarchy compare`` needs, read from a configuration file."""
+
+    problem: PowerLawSpec
+    solver: SolverOptions
+    compare: CompareOptions
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        """Return the configuration as plain JSON types, one table per section, plus ``source``."""
+        compare = dataclasses.asdict(self.compare)
+        for name in ("spectral_rules", "moment_orders", "closures"):
+            compare[name] = [list(item) if isinstance(item, tuple) else item for item in compare[name]]
+        return {
+            "source": self.source,
+            "problem": dataclasses.asdict(self.problem),
+            "solver": dataclasses.asdict(self.solver),
+            "compare": compare,
+        }
+
+
+def _read_toml(path: Path) -> dict:
+    """Read the TOML file at ``path``, raising ``ConfigError`` when it is missing, unreadable or invalid."""
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
@@ -135,7 +292,33 @@ def load_config(path) -> RunConfig:
         raise ConfigError(f"{path}: invalid TOML: the file is not UTF-8 ({error.reason} at byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
-    return parse_config(document, source=str(path))
+    return document
+
+
+def load_config(path) -> RunConfig:
+    """Read and validate the TOML configuration file at ``path``.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or unreadable, is not valid TOML, has an
+        unknown table or key, or a value of the wrong type or out of range.
+    """
+    path = Path(path)
+    return parse_config(_read_toml(path), source=str(path))
+
+
+def load_compare_config(path) -> CompareConfig:
+    """Read and validate the ``hierarchy compare`` configuration file at ``path``.
+
+    Raises
+    ------
+    ConfigError
+        As ``load_config`` does, and also for a ``[truncation]`` table, which
+        a comparison replaces by ``[compare]``.
+    """
+    path = Path(path)
+    return parse_compare_config(_read_toml(path), source=str(path))
 
 
 def parse_config(document: dict, source: str | None = None) -> RunConfig:
@@ -144,18 +327,7 @@ def parse_config(document: dict, source: str | None = None) -> RunConfig:
     ``source`` names the document in error messages (usually the file path).
     """
     prefix = f"{source}: " if source else ""
-    if not isinstance(document, dict):
-        raise ConfigError(f"{prefix}the configuration must be a table, got {type(document).__name__}")
-
-    for name, value in document.items():
-        if name not in FIELD_TYPES:
-            raise ConfigError(
-                f"{prefix}unknown table [{name}]. Allowed tables: {', '.join(FIELD_TYPES)}"
-            )
-        if not isinstance(value, dict):
-            raise ConfigError(f"{prefix}{name} must be a table [{name}], got {_describe_value(value)}")
-    if "problem" not in document:
-        raise ConfigError(f"{prefix}missing table [problem], which needs at least the keys d and a")
+    _check_tables(document, FIELD_TYPES, prefix)
 
     options = {}
     for table, target in _TARGET_CLASSES.items():
@@ -165,22 +337,81 @@ def parse_config(document: dict, source: str | None = None) -> RunConfig:
     return RunConfig(problem=options["problem"], truncation=options["truncation"], solver=options["solver"], source=source)
 
 
+def parse_compare_config(document: dict, source: str | None = None) -> CompareConfig:
+    """Validate a parsed ``hierarchy compare`` document and build the options it describes.
+
+    ``source`` names the document in error messages (usually the file path).
+    An absent ``compare.reference`` becomes ``"exact"`` for finite d and
+    ``"finest_rule"`` for d = inf.
+    """
+    prefix = f"{source}: " if source else ""
+    if isinstance(document, dict) and "truncation" in document:
+        raise ConfigError(
+            f"{prefix}unknown table [truncation]: hierarchy compare runs the truncations listed in [compare] "
+            "(spectral_rules, moment_orders, closures). Allowed tables: problem, solver, compare"
+        )
+    _check_tables(document, COMPARE_FIELD_TYPES, prefix)
+
+    options = {}
+    for table, target in (("problem", PowerLawSpec), ("solver", SolverOptions), ("compare", CompareOptions)):
+        values = _check_table(table, document.get(table, {}), prefix, COMPARE_FIELD_TYPES, COMPARE_REQUIRED_KEYS)
+        if table != "compare":
+            _check_ranges(table, values, prefix)
+        options[table] = _construct(table, target, values, prefix, COMPARE_FIELD_TYPES)
+
+    problem, compare = options["problem"], options["compare"]
+    compare_values = document.get("compare", {})
+    reference = compare.resolved_reference(problem.infinite)
+    if reference == "exact" and problem.infinite:
+        raise ConfigError(
+            f'{prefix}compare.reference = "exact" is invalid for d = inf: there is no finite flow to integrate; '
+            'use reference = "finest_rule"'
+        )
+    if reference == "exact":
+        for key in ("reference_bins_per_decade", "reference_rule_order"):
+            if key in compare_values:
+                raise ConfigError(
+                    f'{prefix}compare.{key} is set but the reference is the exact flow; it applies only with '
+                    'reference = "finest_rule"'
+                )
+    compare = dataclasses.replace(compare, reference=reference)
+    return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source)
+
+
+def _check_tables(document: dict, field_types: dict, prefix: str) -> None:
+    """Check that ``document`` is a table of known tables and contains ``[problem]``."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"{prefix}the configuration must be a table, got {type(document).__name__}")
+
+    for name, value in document.items():
+        if name not in field_types:
+            raise ConfigError(
+                f"{prefix}unknown table [{name}]. Allowed tables: {', '.join(field_types)}"
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix}{name} must be a table [{name}], got {_describe_value(value)}")
+    if "problem" not in document:
+        raise ConfigError(f"{prefix}missing table [problem], which needs at least the keys d and a")
+
+
 def _describe_value(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _check_table(table: str, values: dict, prefix: str) -> dict:
-    """Check keys and types of one table and return its values converted to int, float or str."""
-    allowed = FIELD_TYPES[table]
+def _check_table(
+    table: str, values: dict, prefix: str, field_types: dict = FIELD_TYPES, required_keys: dict = REQUIRED_KEYS
+) -> dict:
+    """Check keys and types of one table and return its values converted to int, float, str or tuples."""
+    allowed = field_types[table]
     for key in values:
         if key not in allowed:
             raise ConfigError(
                 f"{prefix}unknown key {table}.{key}. Allowed keys in [{table}]: {', '.join(allowed)}"
             )
-    for key in REQUIRED_KEYS[table]:
+    for key in required_keys[table]:
         if key not in values:
             raise ConfigError(
-                f"{prefix}{table}.{key} is missing. The table [{table}] needs the keys {', '.join(REQUIRED_KEYS[table])}"
+                f"{prefix}{table}.{key} is missing. The table [{table}] needs the keys {', '.join(required_keys[table])}"
             )
 
     converted = {}
@@ -192,14 +423,31 @@ def _check_table(table: str, values: dict, prefix: str) -> dict:
             valid = (isinstance(value, int) and not isinstance(value, bool)) or (
                 isinstance(value, float) and value == math.inf
             )
+        elif expected in ("rule_list", "int_list", "str_list"):
+            valid = isinstance(value, list) and all(_is_list_item(item, expected) for item in value)
         else:
             valid = isinstance(value, expected) and not isinstance(value, bool)
         if not valid:
             raise ConfigError(
                 f"{prefix}{table}.{key} = {_describe_value(value)} is invalid: expected {_TYPE_NAMES[expected]}"
             )
-        converted[key] = float(value) if expected is float else value
+        if expected is float:
+            converted[key] = float(value)
+        elif expected == "rule_list":
+            converted[key] = tuple(tuple(item) for item in value)
+        elif expected in ("int_list", "str_list"):
+            converted[key] = tuple(value)
+        else:
+            converted[key] = value
     return converted
+
+
+def _is_list_item(item: Any, list_type: str) -> bool:
+    if list_type == "rule_list":
+        return isinstance(item, list) and len(item) == 2 and all(_is_integer(value) for value in item)
+    if list_type == "int_list":
+        return _is_integer(item)
+    return isinstance(item, str)
 
 
 def _check_ranges(table: str, values: dict, prefix: str) -> None:
@@ -223,13 +471,13 @@ def _check_ranges(table: str, values: dict, prefix: str) -> None:
             raise ConfigError(f"{prefix}{table}.{key} = {values[key]!r} is invalid: {requirement}")
 
 
-def _construct(table: str, target, values: dict, prefix: str):
+def _construct(table: str, target, values: dict, prefix: str, field_types: dict = FIELD_TYPES):
     """Build the option dataclass and rewrite its validation message to name ``table.key``."""
     try:
         return target(**values)
     except ValueError as error:
         message = str(error)
-        for key in FIELD_TYPES[table]:
+        for key in field_types[table]:
             # The dataclasses start their messages with "key = " or "table key = ".
             pattern = rf"^(?:{table} )?{key} = "
             if re.match(pattern, message):
