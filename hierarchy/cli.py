@@ -29,7 +29,7 @@ from .model import PhaseRetrieval
 from .phases import PhaseReport, analyze_phases, predict_tail_loss
 from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
-from .spectrum import Problem
+from .spectrum import EmpiricalSpec, Problem
 from .trajectory import Trajectory
 
 EXIT_SUCCESS = 0
@@ -103,6 +103,16 @@ def _detach_log_handler(state: tuple) -> None:
     package_logger.propagate = previous_propagate
 
 
+def describe_parameters(spec) -> str:
+    """Return the defining parameters of a problem spec on one line."""
+    if isinstance(spec, EmpiricalSpec):
+        head = f"spectrum {spec.source} (d = {spec.d})"
+    else:
+        head = f"d = {spec.d}, a = {spec.a:g}"
+    tail = f"init_teacher_scale = {spec.init_teacher_scale:g}" if spec.infinite else f"seed = {spec.seed}"
+    return f"{head}, b = {spec.b:g}, sigma0 = {spec.sigma0:g}, {tail}"
+
+
 def _format_optional(value, spec: str = ".4g") -> str:
     return "not reached" if value is None else format(value, spec)
 
@@ -112,9 +122,7 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
     description = problem.describe()
     stats = trajectory.stats
     lines = [
-        f"problem:     d = {config.problem.d}, a = {config.problem.a:g}, b = {config.problem.b:g}, "
-        f"sigma0 = {config.problem.sigma0:g}, "
-        + (f"init_teacher_scale = {config.problem.init_teacher_scale:g}" if config.problem.infinite else f"seed = {config.problem.seed}"),
+        f"problem:     {describe_parameters(config.problem)}",
         f"             rho_1 = {description['rho1']:.6g}, rho_2 = {description['rho2']:.6g}, "
         f"m_1(0) = {description['m1_initial']:.4g}, q_1(0) = {description['q1_initial']:.4g}",
         f"truncation:  {trajectory.truncation}, {trajectory.state_size} equations",
@@ -164,8 +172,7 @@ def _run(config_path: str, out_directory: str) -> int:
     except ConfigError as error:
         raise _InputError(str(error)) from None
 
-    logger.info("building problem d = %s, a = %g, b = %g, seed = %d", config.problem.d, config.problem.a,
-                config.problem.b, config.problem.seed)
+    logger.info("building problem %s", describe_parameters(config.problem))
     problem = config.problem.build()
     model = PhaseRetrieval()
     try:

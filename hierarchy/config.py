@@ -64,7 +64,9 @@ else:  # pragma: no cover - the package supports Python 3.10 through tomli
 
 from .integrators import METHODS
 from .pipeline import SolverOptions, TruncationOptions
-from .spectrum import PowerLawSpec
+from .builtin_datasets import DATASETS, load_builtin
+from .data_spectra import load_spectrum, spectrum_from_data
+from .spectrum import EmpiricalSpec, PowerLawSpec
 from .truncation import CLOSURES
 from .truncation.moment_hierarchy import MAX_ORDER
 
@@ -78,6 +80,14 @@ FIELD_TYPES = {
         "seed": int,
         "init_teacher_scale": float,
         "init_isotropic_exponent": float,
+        "spectrum": str,
+        "spectrum_file": str,
+        "spectrum_kind": str,
+        "normalisation": str,
+        "dataset": str,
+        "patch_size": int,
+        "n_patches": int,
+        "dataset_seed": int,
     },
     "truncation": {
         "kind": str,
@@ -99,8 +109,12 @@ FIELD_TYPES = {
         "max_wall_seconds": float,
     },
 }
-REQUIRED_KEYS = {"problem": ("d", "a"), "truncation": (), "solver": ()}
-_TARGET_CLASSES = {"problem": PowerLawSpec, "truncation": TruncationOptions, "solver": SolverOptions}
+# problem.d and problem.a are required for power-law spectra only; build_problem_spec checks them.
+REQUIRED_KEYS = {"problem": (), "truncation": (), "solver": ()}
+SPECTRA = ("power_law", "file", "dataset")
+_POWER_LAW_KEYS = ("d", "a", "init_isotropic_exponent")
+_FILE_KEYS = ("spectrum_file", "spectrum_kind", "normalisation")
+_DATASET_KEYS = ("dataset", "patch_size", "n_patches", "dataset_seed", "normalisation")
 _TYPE_NAMES = {
     int: "an integer",
     float: "a number",
@@ -127,7 +141,7 @@ COMPARE_FIELD_TYPES = {
         "max_wall_seconds": float,
     },
 }
-COMPARE_REQUIRED_KEYS = {"problem": ("d", "a"), "solver": (), "compare": ()}
+COMPARE_REQUIRED_KEYS = {"problem": (), "solver": (), "compare": ()}
 REFERENCES = ("exact", "finest_rule")
 
 
@@ -277,6 +291,68 @@ class CompareConfig:
         }
 
 
+def build_problem_spec(base_directory: Path | None = None, **values):
+    """Return the problem spec of a ``[problem]`` table: ``PowerLawSpec`` or ``EmpiricalSpec``.
+
+    ``spectrum`` selects the source of the eigenvalues: ``power_law``
+    (``lam_i = i^(-a)``, needs ``d`` and ``a``), ``file`` (``spectrum_file``,
+    a file of eigenvalues or a data matrix as ``spectrum_kind`` says, relative
+    paths resolved against ``base_directory``) or ``dataset`` (a data set
+    shipped with scikit-learn, ``digits`` or ``image_patches``). Measured
+    spectra are normalised as ``normalisation`` says (``top`` by default).
+    """
+    spectrum = values.pop("spectrum", "power_law")
+    if spectrum not in SPECTRA:
+        raise ValueError(f"spectrum = {spectrum!r} is not available; choose one of {list(SPECTRA)}")
+    allowed_extra = {"power_law": _POWER_LAW_KEYS, "file": _FILE_KEYS, "dataset": _DATASET_KEYS}[spectrum]
+    common = ("b", "sigma0", "seed", "init_teacher_scale")
+    for key in values:
+        if key not in common and key not in allowed_extra:
+            raise ValueError(
+                f"{key} = {values[key]!r} does not apply to spectrum = {spectrum!r}; "
+                f"the keys for it are {', '.join(common + allowed_extra)}"
+            )
+    if spectrum == "power_law":
+        for key in ("d", "a"):
+            if key not in values:
+                raise ValueError(f"{key} = (missing) is invalid: a power-law spectrum needs the keys d and a")
+        return PowerLawSpec(**values)
+
+    shared = {key: values[key] for key in common if key in values}
+    normalisation = values.get("normalisation", "top")
+    if spectrum == "file":
+        if "spectrum_file" not in values:
+            raise ValueError("spectrum_file = (missing) is invalid: spectrum = \"file\" needs the path of the file")
+        path = Path(values["spectrum_file"])
+        if not path.is_absolute() and base_directory is not None:
+            path = base_directory / path
+        try:
+            measured = load_spectrum(path, kind=values.get("spectrum_kind", "eigenvalues"), normalisation=normalisation)
+        except ValueError as error:
+            raise ValueError(f"spectrum_file = {str(path)!r} is invalid: {error}") from None
+    else:
+        if "dataset" not in values:
+            raise ValueError(f"dataset = (missing) is invalid: spectrum = \"dataset\" needs one of {list(DATASETS)}")
+        options = {}
+        if values["dataset"] == "image_patches":
+            options = {
+                "patch_size": values.get("patch_size", 12),
+                "n_patches": values.get("n_patches", 20000),
+                "seed": values.get("dataset_seed", 0),
+            }
+        elif any(key in values for key in ("patch_size", "n_patches", "dataset_seed")):
+            raise ValueError(f"dataset = {values['dataset']!r} is invalid with patch options: only image_patches takes them")
+        try:
+            data = load_builtin(values["dataset"], **options)
+        except ValueError as error:
+            raise ValueError(f"dataset = {values['dataset']!r} is invalid: {error}") from None
+        measured = spectrum_from_data(data, f"scikit-learn {values['dataset']}", normalisation=normalisation)
+    return EmpiricalSpec(
+        eigenvalues=tuple(float(value) for value in measured.eigenvalues), source=measured.source,
+        provenance=measured.describe(), **shared,
+    )
+
+
 def _read_toml(path: Path) -> dict:
     """Read the TOML file at ``path``, raising ``ConfigError`` when it is missing, unreadable or invalid."""
     try:
@@ -330,7 +406,8 @@ def parse_config(document: dict, source: str | None = None) -> RunConfig:
     _check_tables(document, FIELD_TYPES, prefix)
 
     options = {}
-    for table, target in _TARGET_CLASSES.items():
+    targets = {"problem": _problem_builder(source), "truncation": TruncationOptions, "solver": SolverOptions}
+    for table, target in targets.items():
         values = _check_table(table, document.get(table, {}), prefix)
         _check_ranges(table, values, prefix)
         options[table] = _construct(table, target, values, prefix)
@@ -353,7 +430,7 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
     _check_tables(document, COMPARE_FIELD_TYPES, prefix)
 
     options = {}
-    for table, target in (("problem", PowerLawSpec), ("solver", SolverOptions), ("compare", CompareOptions)):
+    for table, target in (("problem", _problem_builder(source)), ("solver", SolverOptions), ("compare", CompareOptions)):
         values = _check_table(table, document.get(table, {}), prefix, COMPARE_FIELD_TYPES, COMPARE_REQUIRED_KEYS)
         if table != "compare":
             _check_ranges(table, values, prefix)
@@ -376,6 +453,15 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
                 )
     compare = dataclasses.replace(compare, reference=reference)
     return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source)
+
+
+def _problem_builder(source: str | None):
+    base_directory = Path(source).resolve().parent if source else None
+
+    def build(**values):
+        return build_problem_spec(base_directory, **values)
+
+    return build
 
 
 def _check_tables(document: dict, field_types: dict, prefix: str) -> None:

@@ -191,6 +191,8 @@ class Problem:
             summary.update(d=self.spec.d, a=self.spec.a)
         elif self.spec is not None:
             summary.update(d=self.d, spectrum=self.spec.source)
+            if self.spec.provenance:
+                summary.update(self.spec.provenance)
         if self.spec is not None:
             summary.update(b=self.spec.b, sigma0=self.spec.sigma0, seed=self.spec.seed)
             if self.spec.init_teacher_scale:
@@ -273,6 +275,12 @@ class EmpiricalSpec:
     sigma0: float = 0.1
     seed: int = 0
     init_teacher_scale: float = 0.0
+    provenance: dict | None = None
+
+    infinite = False
+
+    def __hash__(self):
+        return hash((self.eigenvalues, self.source, self.b, self.sigma0, self.seed, self.init_teacher_scale))
 
     def __post_init__(self):
         values = np.asarray(self.eigenvalues, dtype=np.float64)

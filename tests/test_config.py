@@ -25,7 +25,8 @@ def _error_message(tmp_path, text):
 
 
 def test_field_tables_match_dataclasses():
-    assert set(FIELD_TYPES["problem"]) == {field.name for field in dataclasses.fields(PowerLawSpec)}
+    spectrum_keys = {"spectrum", "spectrum_file", "spectrum_kind", "normalisation", "dataset", "patch_size", "n_patches", "dataset_seed"}
+    assert set(FIELD_TYPES["problem"]) == {field.name for field in dataclasses.fields(PowerLawSpec)} | spectrum_keys
     assert set(FIELD_TYPES["truncation"]) == {field.name for field in dataclasses.fields(TruncationOptions)}
     assert set(FIELD_TYPES["solver"]) == {field.name for field in dataclasses.fields(SolverOptions)}
 
@@ -188,7 +189,31 @@ def test_missing_problem_table(tmp_path):
 def test_missing_required_key(tmp_path):
     message = _error_message(tmp_path, "[problem]\nd = 10\n")
 
-    assert "problem.a is missing" in message
+    assert "problem.a = (missing) is invalid" in message
+
+
+def test_spectrum_from_file_relative_to_config(tmp_path):
+    (tmp_path / "eigenvalues.txt").write_text("4\n2\n1\n")
+    path = tmp_path / "run.toml"
+    path.write_text('[problem]\nspectrum = "file"\nspectrum_file = "eigenvalues.txt"\nnormalisation = "top"\n')
+    config = load_config(path)
+    assert config.problem.eigenvalues == (1.0, 0.5, 0.25)
+    assert config.problem.build().d == 3
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[problem]\nspectrum = "file"\n', "problem.spectrum_file = (missing) is invalid"),
+        ('[problem]\nspectrum = "file"\nspectrum_file = "absent.npy"\n', "not found"),
+        ('[problem]\nspectrum = "dataset"\ndataset = "mnist"\n', "problem.dataset = 'mnist' is invalid"),
+        ('[problem]\nspectrum = "dataset"\ndataset = "digits"\nd = 10\n', "problem.d = 10 does not apply"),
+        ('[problem]\nspectrum = "dataset"\ndataset = "digits"\npatch_size = 4\n', "only image_patches"),
+        ('[problem]\nspectrum = "sphere"\n', "problem.spectrum = 'sphere' is not available"),
+    ],
+)
+def test_measured_spectrum_errors(tmp_path, text, expected):
+    assert expected in _error_message(tmp_path, text)
 
 
 def test_missing_file(tmp_path):
