@@ -30,6 +30,7 @@ from .phases import PhaseReport, analyze_phases, predict_tail_loss
 from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
 from .spectrum import EmpiricalSpec, Problem
+from .sweeps import SweepRunError, SweepStoreError, run_sweep
 from .trajectory import Trajectory
 
 EXIT_SUCCESS = 0
@@ -78,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [solver] and [compare] tables")
     compare.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
     compare.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of configurations on Dask into a resumable results store",
+        description=(
+            "Expand the [sweep] table of CONFIG over its [base] configuration, run every point that is not yet "
+            "stored in the output directory as one Dask task, and write one Zarr dataset per point plus "
+            "summary.csv. Running the same command again after an interruption finishes the sweep without "
+            "recomputing stored points. Exit code 0 when every point was computed, 1 when some point raised "
+            "(its error is stored), 2 on invalid input or when no scheduler could be reached."
+        ),
+    )
+    sweep.add_argument("config", metavar="CONFIG.toml", help="TOML file with [base] and [sweep] tables")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="sweep directory, created if missing")
+    sweep.add_argument(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786; by default a local cluster is started",
+    )
+    sweep.add_argument(
+        "--workers", type=int, default=2, metavar="N",
+        help="worker processes of the local cluster, one thread each (default 2; ignored with --scheduler)",
+    )
+    sweep.add_argument("--quiet", action="store_true", help="log only warnings and errors, and draw no progress bar")
     return parser
 
 
@@ -224,6 +248,28 @@ def _compare(config_path: str, out_directory: str) -> int:
     return EXIT_SUCCESS if comparison.reference_succeeded else EXIT_INTEGRATION_FAILED
 
 
+def _sweep(arguments) -> int:
+    if arguments.workers < 1:
+        raise _InputError(f"--workers = {arguments.workers} is invalid: at least one worker is needed")
+    try:
+        result = run_sweep(
+            arguments.config, arguments.out, scheduler_address=arguments.scheduler,
+            n_workers=arguments.workers, progress=not arguments.quiet,
+        )
+    except (ConfigError, SweepStoreError, SweepRunError) as error:
+        raise _InputError(str(error)) from None
+
+    statuses = {}
+    for record in result.records:
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+    print(f"sweep:      {len(result.records)} points, {result.computed} computed now, {result.reused} reused from the store")
+    print("statuses:   " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())))
+    for record in result.failed:
+        print(f"error:      point {record.point_id[:12]}: {record.message}")
+    print(f"files:      {result.summary_path}, {result.directory / 'points'}")
+    return EXIT_SUCCESS if result.ok else EXIT_INTEGRATION_FAILED
+
+
 def main(argv=None) -> int:
     """Run the ``hierarchy`` command with ``argv`` (``sys.argv[1:]`` by default) and return its exit code."""
     parser = build_parser()
@@ -235,6 +281,8 @@ def main(argv=None) -> int:
 
     log_state = _attach_log_handler(arguments.quiet)
     try:
+        if arguments.command == "sweep":
+            return _sweep(arguments)
         command = _compare if arguments.command == "compare" else _run
         return command(arguments.config, arguments.out)
     except _InputError as error:

@@ -230,3 +230,23 @@ def test_run_without_outputs_writes_files(tmp_path, capsys):
     assert columns["t"].size == 0
     assert (out / "trajectory.png").is_file()
     assert "STEP_BUDGET" in capsys.readouterr().out
+
+
+def test_sweep_command_runs_and_resumes(tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        "[base.problem]\nd = 40\na = 1.0\n"
+        "[base.truncation]\nkind = \"exact\"\n"
+        "[base.solver]\nt_first = 0.1\nt_end = 100.0\nn_out = 20\n"
+        "[sweep]\n\"problem.seed\" = [0, 1]\n"
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(config), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3
+    assert main(["sweep", str(config), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+
+
+def test_sweep_command_rejects_invalid_workers(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers = 0 is invalid" in capsys.readouterr().err
