@@ -22,13 +22,17 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from .compare import format_comparison, run_comparison, write_comparison
-from .config import ConfigError, RunConfig, load_compare_config, load_config
+from .config import ConfigError, RunConfig, load_compare_config, load_config, load_simulate_config
 from .io import package_version, write_run
 from .model import PhaseRetrieval
 from .phases import PhaseReport, analyze_phases, predict_tail_loss
 from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
+from .simulation import run_simulation
 from .spectrum import EmpiricalSpec, Problem
 from .sweeps import SweepRunError, SweepStoreError, run_sweep
 from .trajectory import Trajectory
@@ -79,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [solver] and [compare] tables")
     compare.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
     compare.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="train the model by GD or one-pass SGD on sampled data and overlay the ODE",
+        description=(
+            "Train phase retrieval on data x ~ N(0, Sigma) as the [training] table of CONFIG says (full-batch "
+            "gradient descent on n samples or one-pass SGD), for each seed, integrate the exact-flow ODE at the "
+            "same times t = eta * steps, and write simulation.csv and simulation.png to the output directory. "
+            "Exit code 0 when every seed trained, 1 when some seed diverged, 2 on invalid input."
+        ),
+    )
+    simulate.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [training] and [solver] tables")
+    simulate.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
+    simulate.add_argument("--quiet", action="store_true", help="log only warnings and errors, and draw no progress bar")
 
     sweep = commands.add_parser(
         "sweep",
@@ -248,6 +266,54 @@ def _compare(config_path: str, out_directory: str) -> int:
     return EXIT_SUCCESS if comparison.reference_succeeded else EXIT_INTEGRATION_FAILED
 
 
+def _simulate(arguments) -> int:
+    try:
+        config = load_simulate_config(arguments.config)
+    except ConfigError as error:
+        raise _InputError(str(error)) from None
+
+    settings = config.training
+    total = settings.steps * len(settings.seeds)
+    bar = None if arguments.quiet else tqdm(total=total, unit="step", unit_scale=True, desc="training", file=sys.stderr)
+    done = {}
+
+    def advance(seed, steps_done, steps_total):
+        previous = done.get(seed, 0)
+        done[seed] = steps_done
+        bar.update(steps_done - previous)
+
+    try:
+        result = run_simulation(
+            config.problem, settings, config.solver, arguments.out,
+            workers=config.workers, progress=None if bar is None else advance,
+        )
+    except ValueError as error:
+        raise _InputError(f"{arguments.config}: {error}") from None
+    except OSError as error:
+        raise _InputError(f"failed to write results to {arguments.out}: {error}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary = result.describe()
+    difference, difference_error = result.relative_loss_difference()
+    late = np.isfinite(difference)
+    print(f"problem:    {describe_parameters(config.problem)}")
+    print(f"training:   {settings.method}, eta = {settings.eta:g}, {settings.steps} steps, {len(settings.seeds)} seeds, t = eta * steps")
+    for seed in summary["seeds"]:
+        print(f"seed {seed['seed']}:     {seed['status']}; {seed['message']}")
+    if np.any(late):
+        last = np.flatnonzero(late)[-1]
+        print(
+            f"loss vs ODE at t = {result.t[last]:.4g}: relative difference {difference[last]:+.3%} "
+            f"± {difference_error[last]:.3%} (mean ± standard error over seeds)"
+        )
+    files = getattr(result, "files", {}) or {}
+    print("files:      " + ", ".join(str(path) for path in files.values()))
+    failed = any(seed["status"] != "COMPLETED" for seed in summary["seeds"])
+    return EXIT_INTEGRATION_FAILED if failed else EXIT_SUCCESS
+
+
 def _sweep(arguments) -> int:
     if arguments.workers < 1:
         raise _InputError(f"--workers = {arguments.workers} is invalid: at least one worker is needed")
@@ -283,6 +349,8 @@ def main(argv=None) -> int:
     try:
         if arguments.command == "sweep":
             return _sweep(arguments)
+        if arguments.command == "simulate":
+            return _simulate(arguments)
         command = _compare if arguments.command == "compare" else _run
         return command(arguments.config, arguments.out)
     except _InputError as error:

@@ -144,6 +144,25 @@ COMPARE_FIELD_TYPES = {
 COMPARE_REQUIRED_KEYS = {"problem": (), "solver": (), "compare": ()}
 REFERENCES = ("exact", "finest_rule")
 
+# Tables of a ``hierarchy simulate`` configuration: the problem (a finite
+# power law), the training run, and the solver of the exact-flow ODE.
+SIMULATE_FIELD_TYPES = {
+    "problem": FIELD_TYPES["problem"],
+    "training": {
+        "method": str,
+        "eta": float,
+        "steps": int,
+        "seeds": "int_list",
+        "n": int,
+        "batch": int,
+        "test_size": int,
+        "record_points": int,
+        "workers": int,
+    },
+    "solver": FIELD_TYPES["solver"],
+}
+SIMULATE_REQUIRED_KEYS = {"problem": (), "training": ("method", "eta", "steps"), "solver": ()}
+
 
 class ConfigError(ValueError):
     """Invalid, unreadable or missing run configuration."""
@@ -453,6 +472,55 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
                 )
     compare = dataclasses.replace(compare, reference=reference)
     return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source)
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Everything one ``hierarchy simulate`` needs: problem, training settings, ODE solver and worker count."""
+
+    problem: PowerLawSpec
+    training: "TrainingSettings"
+    solver: SolverOptions
+    workers: int | None
+    source: str | None = None
+
+
+def load_simulate_config(path) -> SimulateConfig:
+    """Read and validate the ``hierarchy simulate`` configuration file at ``path``.
+
+    Raises
+    ------
+    ConfigError
+        As ``load_config`` does; the problem must be a power law of finite d.
+    """
+    path = Path(path)
+    return parse_simulate_config(_read_toml(path), source=str(path))
+
+
+def parse_simulate_config(document: dict, source: str | None = None) -> SimulateConfig:
+    """Validate a parsed ``hierarchy simulate`` document and build the options it describes."""
+    from .experiments import TrainingSettings
+
+    prefix = f"{source}: " if source else ""
+    _check_tables(document, SIMULATE_FIELD_TYPES, prefix)
+    if "training" not in document:
+        raise ConfigError(f"{prefix}missing table [training], which needs at least the keys method, eta and steps")
+
+    problem_values = _check_table("problem", document.get("problem", {}), prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
+    problem = _construct("problem", _problem_builder(source), problem_values, prefix, SIMULATE_FIELD_TYPES)
+    if not isinstance(problem, PowerLawSpec) or problem.infinite:
+        raise ConfigError(f"{prefix}[problem] hierarchy simulate trains on sampled data, so it needs a power law of finite d")
+
+    training_values = _check_table("training", document["training"], prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
+    workers = training_values.pop("workers", None)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"{prefix}training.workers = {workers!r} is invalid: at least one worker is needed")
+    training = _construct("training", TrainingSettings, training_values, prefix, SIMULATE_FIELD_TYPES)
+
+    solver_values = _check_table("solver", document.get("solver", {}), prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
+    _check_ranges("solver", solver_values, prefix)
+    solver = _construct("solver", SolverOptions, solver_values, prefix, SIMULATE_FIELD_TYPES)
+    return SimulateConfig(problem=problem, training=training, solver=solver, workers=workers, source=source)
 
 
 def _problem_builder(source: str | None):

@@ -250,3 +250,31 @@ def test_sweep_command_runs_and_resumes(tmp_path):
 def test_sweep_command_rejects_invalid_workers(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path), "--workers", "0"]) == 2
     assert "--workers = 0 is invalid" in capsys.readouterr().err
+
+
+def test_simulate_command_writes_files(tmp_path):
+    config = tmp_path / "sgd.toml"
+    config.write_text(
+        "[problem]\nd = 30\na = 1.0\n"
+        "[training]\nmethod = \"sgd\"\neta = 0.01\nsteps = 2000\nseeds = [0, 1]\ntest_size = 100\nrecord_points = 20\n"
+    )
+    out = tmp_path / "out"
+    assert main(["simulate", str(config), "--out", str(out), "--quiet"]) == 0
+    header = (out / "simulation.csv").read_text().splitlines()[0]
+    assert header.startswith("step,t,")
+    assert (out / "simulation.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[problem]\nd = 30\na = 1.0\n", "missing table [training]"),
+        ("[problem]\nd = 30\na = 1.0\n[training]\nmethod = \"sgd\"\neta = -1.0\nsteps = 10\n", "training.eta = -1.0 is invalid"),
+        ("[problem]\nd = inf\na = 1.5\ninit_teacher_scale = 0.001\n[training]\nmethod = \"sgd\"\neta = 0.1\nsteps = 10\n", "finite d"),
+    ],
+)
+def test_simulate_command_rejects_bad_config(tmp_path, capsys, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    assert main(["simulate", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
