@@ -5,19 +5,68 @@ A model is reduced to its population loss ``F(q_1, m_1; rho_1)`` and its
 gradient flow ``dw/dt = alpha Σw + beta Σw*`` and their derivatives. Both come
 from code generated out of the SymPy derivation
 (:mod:`hierarchy.symbolic.codegen`), never from a hand-written copy.
+
+:class:`PhaseRetrieval` uses the module committed in ``hierarchy/_generated``.
+:class:`SingleIndexModel` takes any student and teacher activation, derives
+its loss with :mod:`hierarchy.symbolic.single_index` and generates its module
+into a cache folder outside the package on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import sympy
 from numpy.typing import ArrayLike
 
+from hierarchy import __version__
 from hierarchy._generated import phase_retrieval as _phase_retrieval
+from hierarchy.symbolic import codegen
+from hierarchy.symbolic.expression_parser import (
+    ExpressionError,
+    format_activation,
+    parse_activation,
+    validate_activation,
+    z,
+)
+from hierarchy.symbolic.single_index import (
+    DEFAULT_HERMITE_ORDER,
+    DEFAULT_PREFACTOR,
+    MAX_HERMITE_ORDER,
+    SingleIndexDerivation,
+    derive_single_index,
+    to_rational,
+)
 
-__all__ = ["PhaseRetrieval"]
+__all__ = ["MODEL_CONFIG_KEYS", "PhaseRetrieval", "SingleIndexModel", "model_from_config"]
+
+MODEL_CONFIG_KEYS = ("student", "teacher", "hermite_order", "noise_variance", "ridge", "prefactor")
+"""Keys of the ``[model]`` table that :func:`model_from_config` reads."""
+
+# Version of the key layout in SingleIndexModel.cache_key; bump it when the layout changes.
+_CACHE_KEY_FORMAT = 1
+
+# Sources that the text of a generated model module depends on.
+_PACKAGE_FOLDER = Path(__file__).resolve().parent
+_GENERATOR_SOURCES = tuple(
+    _PACKAGE_FOLDER / name
+    for name in (
+        "kernel_types.py",
+        "symbolic/codegen.py",
+        "symbolic/expression_parser.py",
+        "symbolic/gaussian_moments.py",
+        "symbolic/hierarchy_equations.py",
+        "symbolic/single_index.py",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -54,3 +103,237 @@ class PhaseRetrieval:
     def loss_kernel(self):
         """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code."""
         return _phase_retrieval.loss_kernel
+
+
+@dataclass(frozen=True)
+class SingleIndexModel:
+    """Single-index model: student ``σ(w·x)``, teacher ``g(w*·x)`` with label noise, data ``x ~ N(0, Σ)``.
+
+    The loss ``F(q_1, m_1; rho_1) = c E[(σ(u) - g(v))^2] + c s^2`` and its
+    hierarchy come from :func:`hierarchy.symbolic.single_index.derive_single_index`.
+    A non-polynomial activation enters through its Hermite surrogate of order
+    ``hermite_order``, a polynomial approximation valid for ``q_1`` and
+    ``rho_1`` of order 1 (see that module for the error bound).
+
+    The kernels are generated on first use of ``loss``, ``loss_kernel`` or
+    ``drive`` into :func:`hierarchy.symbolic.codegen.model_cache_directory`
+    and reused by later processes. A model with ``σ = g = z^2``, ``c = 1/4``
+    and no noise uses the committed phase-retrieval kernels instead.
+
+    Attributes
+    ----------
+    student, teacher : sympy.Expr
+        ``σ(z)`` and ``g(z)``. The constructor accepts strings for
+        :func:`~hierarchy.symbolic.expression_parser.parse_activation` or SymPy
+        expressions in a symbol ``z``, and stores the SymPy expression.
+    hermite_order : int
+        Order ``P`` of the Hermite surrogate, ``1 <= P <= 20``; unused when both activations are polynomials.
+    noise_variance : float
+        Variance ``s^2 >= 0`` of additive label noise. It adds ``c s^2`` to
+        the loss and leaves the flow unchanged.
+    ridge : float
+        Strength ``μ >= 0`` of the penalty ``(μ/2)|w|^2``. It is not part of
+        ``loss`` or ``drive``, because ``|w|^2 = q_0`` is not a level-one
+        statistic. It adds ``-μ w`` to the flow and ``-μ`` to the Duhamel
+        rates. NOTE: the truncations in :mod:`hierarchy.truncation` do not
+        read this field yet, so a run with ``ridge > 0`` integrates the flow
+        without the penalty.
+    prefactor : sympy.Rational
+        ``c`` in the loss, ``1/4`` by default so that ``σ = g = z^2`` is the
+        project's phase retrieval; ``1/2`` gives the plain half square loss.
+    """
+
+    student: sympy.Expr | str = "z**2"
+    teacher: sympy.Expr | str = "z**2"
+    hermite_order: int = DEFAULT_HERMITE_ORDER
+    noise_variance: float = 0.0
+    ridge: float = 0.0
+    prefactor: sympy.Rational | float = DEFAULT_PREFACTOR
+
+    def __post_init__(self) -> None:
+        for field_name in ("student", "teacher"):
+            value = getattr(self, field_name)
+            try:
+                expression = parse_activation(value) if isinstance(value, str) else validate_activation(value)
+            except ExpressionError as error:
+                raise ExpressionError(f"{field_name}: {error}") from None
+            object.__setattr__(self, field_name, expression)
+
+        order = self.hermite_order
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_HERMITE_ORDER:
+            raise ValueError(f"hermite_order = {order!r} is invalid: it must be an integer in [1, {MAX_HERMITE_ORDER}]")
+        object.__setattr__(self, "hermite_order", int(self.hermite_order))
+
+        for field_name in ("noise_variance", "ridge"):
+            value = getattr(self, field_name)
+            to_rational(value, field_name)
+            object.__setattr__(self, field_name, float(value))
+
+        prefactor = to_rational(self.prefactor, "prefactor")
+        if prefactor == 0:
+            raise ValueError("prefactor = 0 is invalid: it must be positive")
+        object.__setattr__(self, "prefactor", prefactor)
+
+    @property
+    def uses_surrogate(self) -> bool:
+        """Whether an activation is not a polynomial, so the loss uses a Hermite surrogate."""
+        return not (self.student.is_polynomial(z) and self.teacher.is_polynomial(z))
+
+    @property
+    def is_phase_retrieval(self) -> bool:
+        """Whether this is phase retrieval: ``σ = g = z^2``, prefactor ``1/4``, no noise and no ridge.
+
+        Predictions derived for phase retrieval apply only then.
+        """
+        return self._has_phase_retrieval_kernels and self.ridge == 0.0
+
+    @property
+    def _has_phase_retrieval_kernels(self) -> bool:
+        square = z**2
+        return (
+            sympy.expand(self.student - square) == 0
+            and sympy.expand(self.teacher - square) == 0
+            and self.prefactor == DEFAULT_PREFACTOR
+            and self.noise_variance == 0.0
+        )
+
+    @property
+    def name(self) -> str:
+        """``phase_retrieval`` for phase retrieval, else ``single_index(student=..., teacher=...)``."""
+        if self.is_phase_retrieval:
+            return PhaseRetrieval.name
+        return f"single_index(student={format_activation(self.student)}, teacher={format_activation(self.teacher)})"
+
+    def describe(self) -> dict:
+        """Return the model parameters as plain strings and numbers, for result files."""
+        return {
+            "model": self.name,
+            "student": format_activation(self.student),
+            "teacher": format_activation(self.teacher),
+            "hermite_order": self.hermite_order if self.uses_surrogate else None,
+            "noise_variance": self.noise_variance,
+            "ridge": self.ridge,
+            "prefactor": str(self.prefactor),
+        }
+
+    @cached_property
+    def equations(self) -> SingleIndexDerivation:
+        """Symbolic loss, surrogates, flow and hierarchy (derived on first access, which can take seconds)."""
+        return derive_single_index(
+            self.student,
+            self.teacher,
+            hermite_order=self.hermite_order,
+            prefactor=self.prefactor,
+            noise_variance=self.noise_variance,
+            ridge=self.ridge,
+        )
+
+    @cached_property
+    def cache_key(self) -> str:
+        """SHA-256 of everything the generated module depends on.
+
+        It covers the canonical SymPy form of both activations, the Hermite
+        order (when used), the prefactor and the noise variance, the package
+        version, the SymPy version and the generator sources. The ridge is
+        left out because the kernels do not depend on it.
+        """
+        generator = hashlib.sha256()
+        for path in _GENERATOR_SOURCES:
+            generator.update(path.name.encode())
+            generator.update(path.read_bytes())
+        description = {
+            "format": _CACHE_KEY_FORMAT,
+            "student": sympy.srepr(self.student),
+            "teacher": sympy.srepr(self.teacher),
+            "hermite_order": self.hermite_order if self.uses_surrogate else None,
+            "prefactor": str(self.prefactor),
+            "noise_variance": str(to_rational(self.noise_variance, "noise_variance")),
+            "package_version": __version__,
+            "sympy_version": sympy.__version__,
+            "generator_sources": generator.hexdigest(),
+        }
+        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+    @cached_property
+    def _kernels(self):
+        if self._has_phase_retrieval_kernels:
+            return _phase_retrieval
+        return codegen.load_model_module(self.cache_key, self._generate_source).module
+
+    @property
+    def module_path(self) -> Path:
+        """File of the generated kernel module (the committed one for phase retrieval)."""
+        return Path(self._kernels.__file__)
+
+    def _generate_source(self) -> str:
+        student, teacher = format_activation(self.student), format_activation(self.teacher)
+        options = f"prefactor {self.prefactor}, label-noise variance {self.noise_variance!r}"
+        if self.uses_surrogate:
+            options = f"Hermite order {self.hermite_order}, " + options
+        return codegen.generate_model_module(
+            self.equations.equations,
+            description=f"the single-index model with student {student} and teacher {teacher} ({options})",
+            generator="hierarchy.model.SingleIndexModel",
+            regenerate_command="delete this file; the next process that uses this SingleIndexModel writes it again",
+        )
+
+    def loss(self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike) -> np.ndarray | float:
+        """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays, without the ridge term."""
+        return self._kernels.loss(q1, m1, rho1)
+
+    @property
+    def drive(self):
+        """Compiled drive, ``(q1, m1, rho1) -> (alpha, beta, dalpha_dq1, dalpha_dm1, dbeta_dq1, dbeta_dm1)``.
+
+        A Numba dispatcher compiled for :data:`hierarchy.kernel_types.DRIVE_SIGNATURE`,
+        like :attr:`PhaseRetrieval.drive`.
+        """
+        return self._kernels.drive
+
+    @property
+    def loss_kernel(self):
+        """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code."""
+        return self._kernels.loss_kernel
+
+
+def model_from_config(table: Mapping) -> SingleIndexModel:
+    """Build a :class:`SingleIndexModel` from a ``[model]`` table of a TOML configuration.
+
+    Keys (all optional): ``student`` and ``teacher`` (strings, default
+    ``"z**2"``), ``hermite_order`` (integer), ``noise_variance``, ``ridge``
+    and ``prefactor`` (numbers). An empty table is phase retrieval.
+
+    Raises
+    ------
+    ValueError
+        If a key is unknown or a value is invalid; the message names ``model.<key>``.
+    """
+    if not isinstance(table, Mapping):
+        raise ValueError(f"[model] must be a table, got {type(table).__name__}")
+    unknown = sorted(str(key) for key in table if key not in MODEL_CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"model.{unknown[0]} is not a known key; allowed keys: {', '.join(MODEL_CONFIG_KEYS)}")
+
+    arguments = {}
+    for key in ("student", "teacher"):
+        if key in table:
+            if not isinstance(table[key], str):
+                raise ValueError(f"model.{key} = {table[key]!r} is invalid: expected a string such as \"tanh(z)\"")
+            arguments[key] = table[key]
+    if "hermite_order" in table:
+        value = table["hermite_order"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"model.hermite_order = {value!r} is invalid: it must be an integer in [1, {MAX_HERMITE_ORDER}]")
+        arguments["hermite_order"] = value
+    for key in ("noise_variance", "ridge", "prefactor"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"model.{key} = {value!r} is invalid: it must be a finite number")
+            arguments[key] = value
+
+    try:
+        return SingleIndexModel(**arguments)
+    except ValueError as error:
+        # Every validation message of SingleIndexModel starts with its field name.
+        raise ValueError(f"model.{error}") from None

@@ -16,13 +16,29 @@ regenerated file can be compared with the committed one. Run
     python -m hierarchy.symbolic.codegen
 
 to regenerate ``hierarchy/_generated/phase_retrieval.py``.
+
+Modules of user models (:class:`hierarchy.model.SingleIndexModel`) are not
+committed. :func:`load_model_module` writes each one once into a cache folder
+outside the package, named by a hash of the model, and imports it from there.
+Numba caches the compiled kernels next to it, so a later process with the
+same model neither regenerates nor recompiles. The folder must be outside the
+package because :mod:`hierarchy.numba_cache` hashes every ``.py`` file of the
+package and drops all compiled kernels when that hash changes.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import sympy
 from sympy.printing.codeprinter import PrintMethodNotImplementedError
@@ -33,13 +49,27 @@ from hierarchy.symbolic import hierarchy_equations
 from hierarchy.symbolic.hierarchy_equations import HierarchyEquations, derive_phase_retrieval
 
 __all__ = [
+    "CACHE_DIRECTORY_VARIABLE",
     "PHASE_RETRIEVAL_MODULE_PATH",
+    "CachedModelModule",
     "generate_model_module",
+    "load_model_module",
     "main",
+    "model_cache_directory",
     "write_phase_retrieval_module",
 ]
 
-PHASE_RETRIEVAL_MODULE_PATH = Path(__file__).resolve().parents[1] / "_generated" / "phase_retrieval.py"
+logger = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PHASE_RETRIEVAL_MODULE_PATH = PACKAGE_ROOT / "_generated" / "phase_retrieval.py"
+
+CACHE_DIRECTORY_VARIABLE = "HIERARCHY_CACHE_DIR"
+"""Environment variable that overrides the folder of generated user-model modules."""
+
+# First line of a cached module: it ties the file to the key in its name.
+_CACHE_KEY_LINE = "# Model cache key: {key}"
+_CACHE_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 # Argument names of the generated functions, standing for q_1, m_1 and rho_1.
 q1, m1, rho1 = sympy.symbols("q1 m1 rho1", real=True)
@@ -238,6 +268,173 @@ def write_phase_retrieval_module(path: str | Path = PHASE_RETRIEVAL_MODULE_PATH)
     path = Path(path)
     path.write_text(source, encoding="utf-8", newline="\n")
     return path
+
+
+def model_cache_directory() -> Path:
+    """Return the folder of generated user-model modules.
+
+    It is ``$HIERARCHY_CACHE_DIR`` when that variable is set and not empty,
+    else ``$XDG_CACHE_HOME/hierarchy/models``, else ``~/.cache/hierarchy/models``.
+
+    Raises
+    ------
+    ValueError
+        If the folder lies inside the package, where a generated file would
+        change the source hash of :mod:`hierarchy.numba_cache` and drop every
+        compiled kernel.
+    """
+    configured = os.environ.get(CACHE_DIRECTORY_VARIABLE)
+    if configured:
+        directory = Path(configured).expanduser()
+    else:
+        cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        directory = Path(cache_home).expanduser() / "hierarchy" / "models"
+    directory = directory.resolve()
+    if directory == PACKAGE_ROOT or PACKAGE_ROOT in directory.parents:
+        raise ValueError(
+            f"{CACHE_DIRECTORY_VARIABLE} = {directory} is invalid: generated model modules must live outside "
+            f"the package folder {PACKAGE_ROOT}; choose another folder"
+        )
+    return directory
+
+
+@dataclass(frozen=True)
+class CachedModelModule:
+    """A generated model module imported from the cache folder.
+
+    Attributes
+    ----------
+    module : types.ModuleType
+        The imported module, with ``loss``, ``loss_kernel`` and ``drive``.
+    path : pathlib.Path
+        Its file.
+    generated : bool
+        Whether this call wrote the file (False when an earlier process or
+        call had written it).
+    """
+
+    module: ModuleType
+    path: Path
+    generated: bool
+
+
+# Modules already imported in this process, by path, so that each is executed and compiled once.
+_LOADED_MODULES: dict[Path, CachedModelModule] = {}
+
+
+def load_model_module(cache_key: str, generate_source: Callable[[], str]) -> CachedModelModule:
+    """Import the generated module of a model from the cache, writing it first if it is missing.
+
+    The file is ``model_<cache_key>.py`` in :func:`model_cache_directory`.
+    ``generate_source`` is called only when the file is missing or does not
+    start with the line that names ``cache_key``. A new file is written to a
+    temporary name and linked into place, so a concurrent process never
+    reads a partial file. An existing file is never replaced by an
+    identical one, because a new time stamp would make Numba recompile.
+
+    Parameters
+    ----------
+    cache_key : str
+        SHA-256 hex digest of everything the module text depends on.
+    generate_source : callable
+        Returns the module text, for instance from :func:`generate_model_module`.
+
+    Returns
+    -------
+    CachedModelModule
+
+    Raises
+    ------
+    ValueError
+        If ``cache_key`` is not 64 lowercase hex digits or the cache folder is invalid.
+    OSError
+        If the cache folder cannot be created or written.
+    """
+    if not _CACHE_KEY_PATTERN.fullmatch(cache_key):
+        raise ValueError(f"cache_key = {cache_key!r} is invalid: expected a SHA-256 hex digest of 64 lowercase digits")
+    path = model_cache_directory() / f"model_{cache_key}.py"
+    if path in _LOADED_MODULES:
+        return _LOADED_MODULES[path]
+
+    key_line = _CACHE_KEY_LINE.format(key=cache_key)
+    generated = False
+    if not _starts_with(path, key_line):
+        if path.exists():
+            logger.warning("cached model module %s does not start with its key line; regenerating it", path)
+        _write_module(path, key_line + "\n" + generate_source(), replace=path.exists())
+        generated = True
+        logger.info("generated model module %s", path)
+
+    try:
+        module = _import_file(path, f"hierarchy_model_{cache_key[:16]}")
+    except (SyntaxError, ImportError, AttributeError) as error:
+        if generated:
+            raise
+        logger.warning("cached model module %s failed to import (%s); regenerating it", path, error)
+        _write_module(path, key_line + "\n" + generate_source(), replace=True)
+        generated = True
+        module = _import_file(path, f"hierarchy_model_{cache_key[:16]}")
+
+    loaded = CachedModelModule(module=module, path=path, generated=generated)
+    _LOADED_MODULES[path] = loaded
+    return loaded
+
+
+def _starts_with(path: Path, first_line: str) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().rstrip("\n") == first_line
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_module(path: Path, source: str, *, replace: bool) -> None:
+    """Write ``source`` to ``path`` atomically; keep an existing file unless ``replace`` is set."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(source)
+        if replace:
+            os.replace(temporary, path)
+            return
+        try:
+            # link() fails if the file exists, so the first writer wins and later writers keep its time stamp.
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:
+            # Some file systems have no hard links; fall back to a rename, which may replace a concurrent identical file.
+            if not path.exists():
+                os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _import_file(path: Path, module_name: str) -> ModuleType:
+    """Import the module at ``path`` under ``module_name``.
+
+    This executes a file that this package generated from SymPy expressions
+    of a whitelisted parse tree (:mod:`hierarchy.symbolic.expression_parser`),
+    never user text. As with any Python cache, a user with write access to
+    the cache folder can change what runs here.
+    """
+    specification = importlib.util.spec_from_file_location(module_name, path)
+    if specification is None or specification.loader is None:
+        raise ImportError(f"cannot import the model module {path}")
+    module = importlib.util.module_from_spec(specification)
+    sys.modules[module_name] = module
+    try:
+        specification.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    for name in ("loss", "loss_kernel", "drive"):
+        if not hasattr(module, name):
+            del sys.modules[module_name]
+            raise AttributeError(f"the model module {path} has no function {name}")
+    return module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
