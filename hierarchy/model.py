@@ -135,9 +135,8 @@ class SingleIndexModel:
         Strength ``μ >= 0`` of the penalty ``(μ/2)|w|^2``. It is not part of
         ``loss`` or ``drive``, because ``|w|^2 = q_0`` is not a level-one
         statistic. It adds ``-μ w`` to the flow and ``-μ`` to the Duhamel
-        rates. NOTE: the truncations in :mod:`hierarchy.truncation` do not
-        read this field yet, so a run with ``ridge > 0`` integrates the flow
-        without the penalty.
+        rates; every truncation of :mod:`hierarchy.truncation` reads it
+        (see :func:`hierarchy.truncation.ridge.ridge_of`).
     prefactor : sympy.Rational
         ``c`` in the loss, ``1/4`` by default so that ``σ = g = z^2`` is the
         project's phase retrieval; ``1/2`` gives the plain half square loss.

@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from hierarchy.integrators import IntegrationStatus, solve
-from hierarchy.model import PhaseRetrieval
+from hierarchy.model import PhaseRetrieval, SingleIndexModel
 from hierarchy.pipeline import SolverOptions, TruncationOptions, integrate_problem
 from hierarchy.spectrum import PowerLawSpec
 from hierarchy.truncation import (
@@ -19,6 +19,8 @@ from hierarchy.truncation import (
 )
 
 MODEL = PhaseRetrieval()
+# Phase retrieval with a ridge penalty: the drive is the same, the Jacobian diagonal gains -mu.
+RIDGE_MODEL = SingleIndexModel("z**2", "z**2", ridge=0.3)
 
 
 def _dense_jacobian(system, y):
@@ -63,6 +65,10 @@ def _systems_for_jacobian_check():
         build_moment_hierarchy(problem, MODEL, 4, "ratio"),
         build_moment_hierarchy(problem, MODEL, 1, "quadrature"),
         build_moment_hierarchy(problem, MODEL, 5, "quadrature"),
+        build_exact_flow(problem, RIDGE_MODEL),
+        build_spectral_modes(problem, RIDGE_MODEL, rule),
+        build_moment_hierarchy(problem, RIDGE_MODEL, 1, "copy"),
+        build_moment_hierarchy(problem, RIDGE_MODEL, 4, "ratio"),
     ]
 
 

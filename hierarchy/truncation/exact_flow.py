@@ -1,14 +1,15 @@
 """The exact d-dimensional gradient flow, the reference for every truncation.
 
-    dw_i/dt = lam_i (alpha w_i + beta w*_i),   alpha, beta = drive(q_1, m_1; rho_1),
+    dw_i/dt = lam_i (alpha w_i + beta w*_i) - mu w_i,   alpha, beta = drive(q_1, m_1; rho_1),
 
-with ``q_1 = sum_i lam_i w_i^2`` and ``m_1 = sum_i lam_i w_i w*_i``. One
-evaluation costs ``O(d)``. The Jacobian is ``diag(lam alpha) + U V^T`` with
+with ``q_1 = sum_i lam_i w_i^2``, ``m_1 = sum_i lam_i w_i w*_i`` and the ridge
+penalty ``mu`` of the model (0 without one). One evaluation costs ``O(d)``.
+The Jacobian is ``diag(lam alpha - mu) + U V^T`` with
 
     U = [Sigma w, Sigma w*],
     V = [grad_w alpha, grad_w beta] = [2 alpha_q Sigma w + alpha_m Sigma w*, 2 beta_q Sigma w + beta_m Sigma w*].
 
-Parameter layout: ``[rho_1, lam_1..lam_d, w*_1..w*_d]``.
+Parameter layout: ``[rho_1, mu, lam_1..lam_d, w*_1..w*_d]``.
 """
 
 import numba
@@ -17,6 +18,7 @@ import numpy as np
 from ..integrators.system import StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import Problem
+from .ridge import ridge_of
 
 
 @numba.njit(cache=True)
@@ -33,26 +35,27 @@ def _overlaps(w, lam, wstar):
 def exact_flow_rhs(t, w, params, drive, out):
     d = w.shape[0]
     rho1 = params[0]
-    lam = params[1 : 1 + d]
-    wstar = params[1 + d : 1 + 2 * d]
+    lam = params[2 : 2 + d]
+    wstar = params[2 + d : 2 + 2 * d]
     q1, m1 = _overlaps(w, lam, wstar)
     alpha, beta, _, _, _, _ = drive(q1, m1, rho1)
+    mu = params[1]
     for i in range(d):
-        out[i] = lam[i] * (alpha * w[i] + beta * wstar[i])
+        out[i] = lam[i] * (alpha * w[i] + beta * wstar[i]) - mu * w[i]
 
 
 @numba.njit(JAC_SIGNATURE, cache=True)
 def exact_flow_jacobian(t, w, params, drive, band, U, V):
     d = w.shape[0]
     rho1 = params[0]
-    lam = params[1 : 1 + d]
-    wstar = params[1 + d : 1 + 2 * d]
+    lam = params[2 : 2 + d]
+    wstar = params[2 + d : 2 + 2 * d]
     q1, m1 = _overlaps(w, lam, wstar)
     alpha, beta, alpha_q, alpha_m, beta_q, beta_m = drive(q1, m1, rho1)
     for i in range(d):
         sigma_w = lam[i] * w[i]
         sigma_wstar = lam[i] * wstar[i]
-        band[i, 0] = lam[i] * alpha
+        band[i, 0] = lam[i] * alpha - params[1]
         U[i, 0] = sigma_w
         U[i, 1] = sigma_wstar
         V[i, 0] = 2.0 * alpha_q * sigma_w + alpha_m * sigma_wstar
@@ -62,7 +65,7 @@ def exact_flow_jacobian(t, w, params, drive, band, U, V):
 @numba.njit(OBSERVE_SIGNATURE, cache=True)
 def exact_flow_observe(w, params, drive, out):
     d = w.shape[0]
-    q1, m1 = _overlaps(w, params[1 : 1 + d], params[1 + d : 1 + 2 * d])
+    q1, m1 = _overlaps(w, params[2 : 2 + d], params[2 + d : 2 + 2 * d])
     out[0] = m1
     out[1] = q1
 
@@ -71,7 +74,7 @@ def build_exact_flow(problem: Problem, model) -> StructuredSystem:
     """Return the exact flow of ``problem`` under ``model`` as a structured system of size ``d``."""
     if not isinstance(problem, Problem):
         raise ValueError("the exact flow needs a finite dimension d; for d = inf use spectral modes")
-    params = np.concatenate(([problem.rho1], problem.lam, problem.wstar))
+    params = np.concatenate(([problem.rho1, ridge_of(model)], problem.lam, problem.wstar))
     return StructuredSystem(
         name=f"exact flow (d = {problem.d})",
         y0=np.array(problem.w0, dtype=np.float64),

@@ -5,7 +5,8 @@ State ``(m_1, q_1, m_2, q_2, ..., m_K, q_K)`` and, for ``k = 1..K``,
     dm_k/dt = alpha m_{k+1} + beta rho_{k+1},
     dq_k/dt = 2 alpha q_{k+1} + 2 beta m_{k+1},
 
-with ``alpha, beta`` the model's drive at ``(q_1, m_1)``. Level ``K + 1`` is
+with ``alpha, beta`` the model's drive at ``(q_1, m_1)`` (a ridge penalty
+``mu`` adds ``-mu m_k`` and ``-2 mu q_k``). Level ``K + 1`` is
 not in the state, so a closure supplies it:
 
 - ``zero``: ``m_{K+1} = q_{K+1} = 0``;
@@ -33,7 +34,7 @@ rank-one terms (rows ``m_K, q_K`` times the vector ``a``), so the rank is 4
 and ``B`` has two super-diagonals. The ratio closure keeps rank 2 and adds
 three sub-diagonals.
 
-Parameter layout: ``[rho_1, closure kind, kl, rho_2..rho_{K+1}, a_1..a_K]``.
+Parameter layout: ``[rho_1, closure kind, kl, mu, rho_2..rho_{K+1}, a_1..a_K]``.
 """
 
 import numba
@@ -43,6 +44,7 @@ from ..integrators.system import StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import Problem
 from .power_law_rule import power_law_rule
+from .ridge import ridge_of
 
 CLOSURES = ("zero", "copy", "ratio", "quadrature")
 MAX_ORDER = 10_000
@@ -54,7 +56,7 @@ RATIO_LOWER_BANDWIDTH = 3
 
 _LINEAR = 0
 _RATIO = 1
-_HEADER = 3
+_HEADER = 4
 
 
 @numba.njit(cache=True)
@@ -86,8 +88,8 @@ def moment_hierarchy_rhs(t, state, params, drive, out):
     for k in range(1, K + 1):
         m_next, q_next = _next_level(state, params, k, K, kind)
         rho_next = params[_HEADER + k - 1]
-        out[2 * k - 2] = alpha * m_next + beta * rho_next
-        out[2 * k - 1] = 2.0 * alpha * q_next + 2.0 * beta * m_next
+        out[2 * k - 2] = alpha * m_next + beta * rho_next - params[3] * state[2 * k - 2]
+        out[2 * k - 1] = 2.0 * alpha * q_next + 2.0 * beta * m_next - 2.0 * params[3] * state[2 * k - 1]
 
 
 @numba.njit(cache=True)
@@ -118,6 +120,10 @@ def moment_hierarchy_jacobian(t, state, params, drive, band, U, V):
         rho_next = params[_HEADER + k - 1]
         row_m = 2 * k - 2
         row_q = 2 * k - 1
+
+        # Ridge penalty on the diagonal.
+        _add_entry(band, U, kl, row_m, row_m, -params[3])
+        _add_entry(band, U, kl, row_q, row_q, -2.0 * params[3])
 
         # Through the drive: columns of m_1 (0) and q_1 (1).
         _add_entry(band, U, kl, row_m, 0, alpha_m * m_next + beta_m * rho_next)
@@ -243,7 +249,7 @@ def build_moment_hierarchy(problem, model, order: int, closure: str = "zero") ->
     else:
         kind, kl, rank = _LINEAR, 0, 4
         coefficients = closure_coefficients(problem, order, closure)
-    params = np.concatenate(([problem.rho1, float(kind), float(kl)], rho_next, coefficients))
+    params = np.concatenate(([problem.rho1, float(kind), float(kl), ridge_of(model)], rho_next, coefficients))
 
     return StructuredSystem(
         name=f"moment hierarchy (K = {order}, {closure} closure)",

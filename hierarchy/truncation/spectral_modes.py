@@ -1,10 +1,11 @@
 """K spectral modes: the Duhamel propagators at the nodes of a quadrature rule.
 
-Given ``alpha(t), beta(t)`` every coordinate evolves linearly,
+Given ``alpha(t), beta(t)`` and the model's ridge penalty ``mu`` (0 without
+one) every coordinate evolves linearly,
 ``w_i(t) = Phi(lam_i, t) w_i(0) + Psi(lam_i, t) w*_i`` with
 
-    d Phi / dt = lam alpha Phi,          Phi(lam, 0) = 1,
-    d Psi / dt = lam (alpha Psi + beta), Psi(lam, 0) = 0,
+    d Phi / dt = (lam alpha - mu) Phi,               Phi(lam, 0) = 1,
+    d Psi / dt = (lam alpha - mu) Psi + lam beta,    Psi(lam, 0) = 0,
 
 so the summary statistics are integrals over three spectral measures of the
 initial condition (weighted by ``lam``, see ``quadrature``):
@@ -15,11 +16,11 @@ initial condition (weighted by ``lam``, see ``quadrature``):
 with ``W00, W0*, W**`` the weights of ``lam w_i(0)^2``, ``lam w_i(0) w*_i``
 and ``lam w*_i^2``. The state is ``(Phi_1..Phi_K, Psi_1..Psi_K)``; the
 truncation is exact when the nodes are all distinct eigenvalues. The
-Jacobian is ``diag(lam alpha, lam alpha) + U V^T`` with ``U`` the
+Jacobian is ``diag(lam alpha - mu, lam alpha - mu) + U V^T`` with ``U`` the
 derivatives of the right-hand side in ``alpha`` and ``beta`` and ``V`` the
 gradients of ``alpha`` and ``beta`` in the state.
 
-Parameter layout: ``[rho_1, lam_1..lam_K, W00, W0*, W**]``.
+Parameter layout: ``[rho_1, mu, lam_1..lam_K, W00, W0*, W**]``.
 """
 
 import numba
@@ -29,6 +30,7 @@ from ..integrators.system import StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import InfinitePowerLawProblem, Problem
 from .power_law_rule import power_law_rule
+from .ridge import ridge_of
 from .quadrature import SpectralRule, log_gauss_rule
 
 
@@ -40,9 +42,9 @@ def _mode_statistics(state, params):
     for j in range(K):
         phi = state[j]
         psi = state[K + j]
-        w00 = params[1 + K + j]
-        w0s = params[1 + 2 * K + j]
-        wss = params[1 + 3 * K + j]
+        w00 = params[2 + K + j]
+        w0s = params[2 + 2 * K + j]
+        wss = params[2 + 3 * K + j]
         m1 += phi * w0s + psi * wss
         q1 += phi * phi * w00 + 2.0 * phi * psi * w0s + psi * psi * wss
     return q1, m1
@@ -54,9 +56,10 @@ def spectral_modes_rhs(t, state, params, drive, out):
     q1, m1 = _mode_statistics(state, params)
     alpha, beta, _, _, _, _ = drive(q1, m1, params[0])
     for j in range(K):
-        node = params[1 + j]
-        out[j] = node * alpha * state[j]
-        out[K + j] = node * (alpha * state[K + j] + beta)
+        node = params[2 + j]
+        rate = node * alpha - params[1]
+        out[j] = rate * state[j]
+        out[K + j] = rate * state[K + j] + node * beta
 
 
 @numba.njit(JAC_SIGNATURE, cache=True)
@@ -65,15 +68,15 @@ def spectral_modes_jacobian(t, state, params, drive, band, U, V):
     q1, m1 = _mode_statistics(state, params)
     alpha, beta, alpha_q, alpha_m, beta_q, beta_m = drive(q1, m1, params[0])
     for j in range(K):
-        node = params[1 + j]
+        node = params[2 + j]
         phi = state[j]
         psi = state[K + j]
-        w00 = params[1 + K + j]
-        w0s = params[1 + 2 * K + j]
-        wss = params[1 + 3 * K + j]
+        w00 = params[2 + K + j]
+        w0s = params[2 + 2 * K + j]
+        wss = params[2 + 3 * K + j]
 
-        band[j, 0] = node * alpha
-        band[K + j, 0] = node * alpha
+        band[j, 0] = node * alpha - params[1]
+        band[K + j, 0] = node * alpha - params[1]
 
         U[j, 0] = node * phi
         U[K + j, 0] = node * psi
@@ -122,7 +125,7 @@ def build_spectral_rule(
 def build_spectral_modes(problem, model, rule: SpectralRule) -> StructuredSystem:
     """Return the K-mode truncation of ``problem`` on the nodes of ``rule`` (state size ``2K``)."""
     K = rule.size
-    params = np.concatenate(([problem.rho1], rule.nodes, rule.weights[0], rule.weights[1], rule.weights[2]))
+    params = np.concatenate(([problem.rho1, ridge_of(model)], rule.nodes, rule.weights[0], rule.weights[1], rule.weights[2]))
     y0 = np.concatenate((np.ones(K), np.zeros(K)))
     return StructuredSystem(
         name=f"spectral modes (K = {K})",
