@@ -28,7 +28,6 @@ from tqdm import tqdm
 from .compare import format_comparison, run_comparison, write_comparison
 from .config import ConfigError, RunConfig, load_compare_config, load_config, load_simulate_config
 from .io import package_version, write_run
-from .model import PhaseRetrieval
 from .phases import PhaseReport, analyze_phases, predict_tail_loss
 from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
@@ -216,7 +215,7 @@ def _run(config_path: str, out_directory: str) -> int:
 
     logger.info("building problem %s", describe_parameters(config.problem))
     problem = config.problem.build()
-    model = PhaseRetrieval()
+    model = config.model
     try:
         trajectory = integrate_problem(problem, model, config.truncation, config.solver)
     except ValueError as error:

@@ -36,7 +36,6 @@ from matplotlib.figure import Figure
 
 from .config import CompareConfig, CompareOptions
 from .integrators import solve
-from .model import PhaseRetrieval
 from .pipeline import SolverOptions, TruncationOptions, build_system
 from .rule_selection import LOSS_FLOOR_FRACTION
 from .trajectory import Trajectory
@@ -332,7 +331,7 @@ def run_comparison(config: CompareConfig, model=None) -> Comparison:
         When the builder rejects the reference's options. A compared
         truncation that the builder rejects becomes a ``SKIPPED`` row instead.
     """
-    model = PhaseRetrieval() if model is None else model
+    model = config.model if model is None else model
     problem = config.problem.build()
     options = config.compare
 

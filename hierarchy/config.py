@@ -63,6 +63,7 @@ else:  # pragma: no cover - the package supports Python 3.10 through tomli
     import tomli as tomllib
 
 from .integrators import METHODS
+from .model import PhaseRetrieval, model_from_config
 from .pipeline import SolverOptions, TruncationOptions
 from .builtin_datasets import DATASETS, load_builtin
 from .data_spectra import load_spectrum, spectrum_from_data
@@ -108,9 +109,18 @@ FIELD_TYPES = {
         "max_steps": int,
         "max_wall_seconds": float,
     },
+    # Read by hierarchy.model.model_from_config; an absent table is phase retrieval.
+    "model": {
+        "student": str,
+        "teacher": str,
+        "hermite_order": int,
+        "noise_variance": float,
+        "ridge": float,
+        "prefactor": float,
+    },
 }
 # problem.d and problem.a are required for power-law spectra only; build_problem_spec checks them.
-REQUIRED_KEYS = {"problem": (), "truncation": (), "solver": ()}
+REQUIRED_KEYS = {"problem": (), "truncation": (), "solver": (), "model": ()}
 SPECTRA = ("power_law", "file", "dataset")
 _POWER_LAW_KEYS = ("d", "a", "init_isotropic_exponent")
 _FILE_KEYS = ("spectrum_file", "spectrum_kind", "normalisation")
@@ -129,6 +139,7 @@ _TYPE_NAMES = {
 COMPARE_FIELD_TYPES = {
     "problem": FIELD_TYPES["problem"],
     "solver": FIELD_TYPES["solver"],
+    "model": FIELD_TYPES["model"],
     "compare": {
         "spectral_rules": "rule_list",
         "exact_top": int,
@@ -141,7 +152,7 @@ COMPARE_FIELD_TYPES = {
         "max_wall_seconds": float,
     },
 }
-COMPARE_REQUIRED_KEYS = {"problem": (), "solver": (), "compare": ()}
+COMPARE_REQUIRED_KEYS = {"problem": (), "solver": (), "compare": (), "model": ()}
 REFERENCES = ("exact", "finest_rule")
 
 # Tables of a ``hierarchy simulate`` configuration: the problem (a finite
@@ -176,6 +187,12 @@ class RunConfig:
     truncation: TruncationOptions
     solver: SolverOptions
     source: str | None = None
+    model_table: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The model of the ``[model]`` table: ``PhaseRetrieval`` when the table is absent or empty."""
+        return build_model(self.model_table)
 
     def to_dict(self) -> dict:
         """Return the configuration as plain JSON types, one table per section, plus ``source``."""
@@ -184,7 +201,24 @@ class RunConfig:
             "problem": dataclasses.asdict(self.problem),
             "truncation": dataclasses.asdict(self.truncation),
             "solver": dataclasses.asdict(self.solver),
+            "model": dict(self.model_table),
         }
+
+
+def build_model(table: dict):
+    """Return ``PhaseRetrieval()`` for an empty ``[model]`` table, else the ``SingleIndexModel`` it describes."""
+    if not table:
+        return PhaseRetrieval()
+    return model_from_config(table)
+
+
+def _check_model(values: dict, prefix: str) -> dict:
+    """Validate a ``[model]`` table now (parsing the expressions), so that errors appear before any run."""
+    try:
+        build_model(values)
+    except ValueError as error:
+        raise ConfigError(f"{prefix}{error}") from None
+    return dict(values)
 
 
 def _is_integer(value) -> bool:
@@ -296,6 +330,12 @@ class CompareConfig:
     solver: SolverOptions
     compare: CompareOptions
     source: str | None = None
+    model_table: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def model(self):
+        """The model of the ``[model]`` table: ``PhaseRetrieval`` when the table is absent or empty."""
+        return build_model(self.model_table)
 
     def to_dict(self) -> dict:
         """Return the configuration as plain JSON types, one table per section, plus ``source``."""
@@ -307,6 +347,7 @@ class CompareConfig:
             "problem": dataclasses.asdict(self.problem),
             "solver": dataclasses.asdict(self.solver),
             "compare": compare,
+            "model": dict(self.model_table),
         }
 
 
@@ -430,7 +471,11 @@ def parse_config(document: dict, source: str | None = None) -> RunConfig:
         values = _check_table(table, document.get(table, {}), prefix)
         _check_ranges(table, values, prefix)
         options[table] = _construct(table, target, values, prefix)
-    return RunConfig(problem=options["problem"], truncation=options["truncation"], solver=options["solver"], source=source)
+    model_table = _check_model(_check_table("model", document.get("model", {}), prefix), prefix)
+    return RunConfig(
+        problem=options["problem"], truncation=options["truncation"], solver=options["solver"], source=source,
+        model_table=model_table,
+    )
 
 
 def parse_compare_config(document: dict, source: str | None = None) -> CompareConfig:
@@ -471,7 +516,10 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
                     'reference = "finest_rule"'
                 )
     compare = dataclasses.replace(compare, reference=reference)
-    return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source)
+    model_table = _check_model(
+        _check_table("model", document.get("model", {}), prefix, COMPARE_FIELD_TYPES, COMPARE_REQUIRED_KEYS), prefix
+    )
+    return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source, model_table=model_table)
 
 
 @dataclass(frozen=True)
@@ -479,7 +527,7 @@ class SimulateConfig:
     """Everything one ``hierarchy simulate`` needs: problem, training settings, ODE solver and worker count."""
 
     problem: PowerLawSpec
-    training: "TrainingSettings"
+    training: object
     solver: SolverOptions
     workers: int | None
     source: str | None = None

@@ -246,3 +246,31 @@ def test_file_not_utf8(tmp_path):
 
 def test_config_error_is_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_model_table_builds_single_index_model(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[problem]\nd = 20\na = 1.0\n[model]\nstudent = "tanh(z)"\nteacher = "tanh(z)"\nhermite_order = 7\n')
+    config = load_config(path)
+    assert config.model.name != "phase_retrieval"
+    assert config.model_table == {"student": "tanh(z)", "teacher": "tanh(z)", "hermite_order": 7}
+    assert config.to_dict()["model"]["hermite_order"] == 7
+
+
+def test_absent_model_table_is_phase_retrieval(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[problem]\nd = 20\na = 1.0\n")
+    assert load_config(path).model.name == "phase_retrieval"
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ('student = "__import__(\'os\')"', "model.student"),
+        ('student = "z.real"', "model.student"),
+        ("ridge = -1.0", "model.ridge"),
+        ('activation = "z"', "unknown key model.activation"),
+    ],
+)
+def test_model_table_errors(tmp_path, model, expected):
+    assert expected in _error_message(tmp_path, f"[problem]\nd = 20\na = 1.0\n[model]\n{model}\n")

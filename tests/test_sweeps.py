@@ -173,7 +173,7 @@ def test_sweep_rejects_malformed_tables():
         ({"base": TINY_BASE, "sweep": {"problem.a": []}}, "expected a non-empty list"),
         ({"base": TINY_BASE, "sweep": {"mode": "random", "problem.a": [1.0]}}, "sweep.mode = 'random' is invalid"),
         ({"base": TINY_BASE, "sweep": {"problem.a": [1.0]}, "problem": {}}, "unknown table [problem]"),
-        ({"base": {**TINY_BASE, "model": {}}, "sweep": {"problem.a": [1.0]}}, "unknown table [base.model]"),
+        ({"base": {**TINY_BASE, "training": {}}, "sweep": {"problem.a": [1.0]}}, "unknown table [base.training]"),
         ({"base": TINY_BASE, "sweep": {"problem.a": [1.0, 1.0]}}, "sweep points 0 and 1"),
     ]
     for document, expected in cases:

@@ -30,7 +30,6 @@ from distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
 from ..config import parse_config
-from ..model import PhaseRetrieval
 from ..phases import analyze_phases, predict_tail_loss
 from ..pipeline import integrate_problem
 from .grid import SweepSpec, load_sweep, parse_sweep
@@ -126,7 +125,7 @@ def compute_point(document: dict) -> dict:
 def _integrate_point(document: dict) -> dict:
     config = parse_config(document)
     problem = config.problem.build()
-    model = PhaseRetrieval()
+    model = config.model
     trajectory = integrate_problem(problem, model, config.truncation, config.solver)
 
     initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
