@@ -14,6 +14,13 @@ predictions from the :class:`~hierarchy.spectrum.Problem`, and collects both in
 a :class:`PhaseReport`. The measurements assume that ``t`` is strictly
 increasing and positive, which the log-spaced output grid of ``SolverOptions``
 guarantees.
+
+:func:`detect_phases` measures the phases of any trajectory without a
+problem: the escape time, the end of the convergence, and the longest window
+after it where the local slope ``d ln L / d ln t`` is constant within a
+tolerance, with the least-squares exponent, its standard error and the spread
+of the local slopes (:class:`PowerLawFit`). The corrected closed-form
+predictions live in :mod:`hierarchy.predictions`.
 """
 
 import math
@@ -364,5 +371,262 @@ def analyze_phases(
         convergence_time=convergence_time,
         tail_loss_floor=float(loss_floor),
         tail_comparison=rows,
+        trajectory_complete=trajectory.success,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Power-law window of the tail loss and phase detection on any trajectory.
+
+# Local slopes d ln L / d ln t inside a power-law window stay within
+# ±SLOPE_TOLERANCE of the middle of their range.
+SLOPE_TOLERANCE = 0.01
+# Minimum number of output times in a power-law window.
+MIN_WINDOW_POINTS = 5
+
+
+def local_log_slopes(t, loss) -> tuple:
+    """Return the geometric midpoints of consecutive outputs and the slopes ``d ln L / d ln t`` between them."""
+    t = np.asarray(t, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_t = np.log(t)
+        log_loss = np.log(loss)
+        slopes = np.diff(log_loss) / np.diff(log_t)
+    midpoints = np.exp(0.5 * (log_t[1:] + log_t[:-1]))
+    return midpoints, slopes
+
+
+def _longest_flat_run(log_t: np.ndarray, slopes: np.ndarray, tolerance: float) -> tuple:
+    """Return ``(first, last)`` slope indices of the longest run in ``log t`` whose slopes span at most ``2 tolerance``.
+
+    Two pointers with monotone queues of the running minimum and maximum, so
+    the search is linear in the number of slopes. Slope ``k`` joins outputs
+    ``k`` and ``k + 1``; the run covers ``log_t[first]`` to ``log_t[last + 1]``.
+    """
+    best = (0, -1)
+    best_length = -1.0
+    low_queue, high_queue = [], []  # indices with increasing / decreasing slopes
+    low_head = high_head = 0
+    first = 0
+    for last in range(slopes.size):
+        value = slopes[last]
+        while len(low_queue) > low_head and slopes[low_queue[-1]] >= value:
+            low_queue.pop()
+        low_queue.append(last)
+        while len(high_queue) > high_head and slopes[high_queue[-1]] <= value:
+            high_queue.pop()
+        high_queue.append(last)
+        while slopes[high_queue[high_head]] - slopes[low_queue[low_head]] > 2.0 * tolerance:
+            first += 1
+            if low_queue[low_head] < first:
+                low_head += 1
+            if high_queue[high_head] < first:
+                high_head += 1
+        length = log_t[last + 1] - log_t[first]
+        if length > best_length:
+            best, best_length = (first, last), length
+    return best
+
+
+def find_power_law_window(
+    t,
+    loss,
+    start_time: float | None = None,
+    tolerance: float = SLOPE_TOLERANCE,
+    loss_floor: float = 0.0,
+    min_points: int = MIN_WINDOW_POINTS,
+) -> tuple | None:
+    """Find the longest window in ``log t`` where the loss follows a power law.
+
+    Candidates are the outputs with ``t >= start_time`` (all when ``None``)
+    and a finite loss above ``loss_floor``. Within each unbroken run of
+    candidates, the window is the longest stretch in ``log t`` whose local
+    slopes ``d ln L / d ln t`` all lie within ``±tolerance`` of the middle of
+    their range. Returns the output indices ``(first, last)`` (inclusive) of
+    the longest such window over all runs, or ``None`` when no window has
+    ``min_points`` outputs.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    usable = np.isfinite(loss) & (loss > loss_floor) & (t > 0.0)
+    if start_time is not None:
+        usable &= t >= start_time
+    indices = np.flatnonzero(usable)
+    if indices.size < max(min_points, 2):
+        return None
+
+    # Unbroken runs of usable outputs.
+    breaks = np.flatnonzero(np.diff(indices) > 1)
+    runs = np.split(indices, breaks + 1)
+    best, best_length = None, -1.0
+    for run in runs:
+        if run.size < max(min_points, 2):
+            continue
+        log_t = np.log(t[run])
+        _, slopes = local_log_slopes(t[run], loss[run])
+        first, last = _longest_flat_run(log_t, slopes, tolerance)
+        if last - first + 2 < min_points:
+            continue
+        length = log_t[last + 1] - log_t[first]
+        if length > best_length:
+            best, best_length = (int(run[first]), int(run[last + 1])), length
+    return best
+
+
+@dataclass
+class PowerLawFit:
+    """Least-squares fit ``ln L = ln C - exponent ln t`` over a power-law window.
+
+    Attributes
+    ----------
+    t_start, t_end : float
+        First and last output time of the window.
+    decades : float
+        ``log10(t_end / t_start)``.
+    n_points : int
+        Number of outputs in the window.
+    exponent : float
+        Fitted decay exponent, minus the least-squares slope of ``ln L`` on ``ln t``.
+    standard_error : float
+        Standard error of the slope from the fit residuals (``nan`` with two points).
+    prefactor : float
+        Fitted ``C`` in ``L = C t^(-exponent)``.
+    local_slope_min, local_slope_max, local_slope_std : float
+        Range and standard deviation of the local slopes ``d ln L / d ln t`` in the window.
+    slope_tolerance : float
+        Tolerance that the window was found with.
+    first_index, last_index : int
+        Output indices of the window (inclusive).
+    """
+
+    t_start: float
+    t_end: float
+    decades: float
+    n_points: int
+    exponent: float
+    standard_error: float
+    prefactor: float
+    local_slope_min: float
+    local_slope_max: float
+    local_slope_std: float
+    slope_tolerance: float
+    first_index: int
+    last_index: int
+
+    @property
+    def local_slope_spread(self) -> float:
+        """Return ``max - min`` of the local slopes in the window."""
+        return self.local_slope_max - self.local_slope_min
+
+
+def fit_power_law(t, loss, first: int, last: int, slope_tolerance: float = SLOPE_TOLERANCE) -> PowerLawFit:
+    """Fit ``ln L`` against ``ln t`` by least squares over the outputs ``first..last`` (inclusive)."""
+    t = np.asarray(t, dtype=np.float64)[first : last + 1]
+    loss = np.asarray(loss, dtype=np.float64)[first : last + 1]
+    if t.size < 2:
+        raise ValueError(f"a power-law fit needs at least two outputs, got {t.size}")
+    x = np.log(t)
+    y = np.log(loss)
+    x_mean = x.mean()
+    spread = np.sum((x - x_mean) ** 2)
+    slope = float(np.sum((x - x_mean) * (y - y.mean())) / spread)
+    intercept = float(y.mean() - slope * x_mean)
+    residuals = y - (intercept + slope * x)
+    standard_error = math.sqrt(float(np.sum(residuals**2)) / (t.size - 2) / spread) if t.size > 2 else math.nan
+    _, local = local_log_slopes(t, loss)
+    return PowerLawFit(
+        t_start=float(t[0]),
+        t_end=float(t[-1]),
+        decades=float(math.log10(t[-1] / t[0])),
+        n_points=int(t.size),
+        exponent=-slope,
+        standard_error=standard_error,
+        prefactor=math.exp(intercept),
+        local_slope_min=float(local.min()),
+        local_slope_max=float(local.max()),
+        local_slope_std=float(local.std()),
+        slope_tolerance=float(slope_tolerance),
+        first_index=int(first),
+        last_index=int(last),
+    )
+
+
+def detect_power_law(
+    t,
+    loss,
+    start_time: float | None,
+    tolerance: float = SLOPE_TOLERANCE,
+    loss_floor: float = 0.0,
+    min_points: int = MIN_WINDOW_POINTS,
+) -> PowerLawFit | None:
+    """Find the power-law window after ``start_time`` and fit it; ``None`` when there is none."""
+    window = find_power_law_window(t, loss, start_time, tolerance, loss_floor, min_points)
+    if window is None:
+        return None
+    return fit_power_law(t, loss, window[0], window[1], tolerance)
+
+
+@dataclass
+class PhaseDetection:
+    """The three phases as measured on a trajectory.
+
+    ``escape_time`` and ``convergence_time`` follow :func:`find_escape_time`
+    and :func:`find_convergence_time`. ``power_law`` is the fit over the
+    longest power-law window after the convergence, ``None`` when the
+    statistics never converged or no window qualifies. ``loss_floor`` is the
+    loss below which outputs are ignored as rounding.
+    """
+
+    escape_level: float
+    escape_time: float | None
+    convergence_tolerance: float
+    convergence_time: float | None
+    slope_tolerance: float
+    loss_floor: float
+    power_law: PowerLawFit | None
+    trajectory_complete: bool
+
+    def to_dict(self) -> dict:
+        """Return the detection as plain JSON types, with every non-finite number replaced by ``None``."""
+        return _to_plain(asdict(self))
+
+
+def detect_phases(
+    trajectory: Trajectory,
+    *,
+    initial_loss: float | None = None,
+    escape_level: float = ESCAPE_LEVEL,
+    convergence_tolerance: float = CONVERGENCE_TOLERANCE,
+    slope_tolerance: float = SLOPE_TOLERANCE,
+    relative_loss_floor: float = TAIL_LOSS_FLOOR,
+    min_points: int = MIN_WINDOW_POINTS,
+) -> PhaseDetection:
+    """Measure the escape time, the end of the convergence and the power-law window of any trajectory.
+
+    The power-law window starts at the convergence time and skips outputs
+    with ``L <= relative_loss_floor * |L(0)|``; ``initial_loss`` defaults to
+    the loss at the first output.
+    """
+    if initial_loss is None:
+        initial_loss = float(trajectory.loss[0]) if trajectory.loss.size else math.nan
+    loss_floor = relative_loss_floor * abs(initial_loss) if math.isfinite(initial_loss) else 0.0
+    escape_time = find_escape_time(trajectory.t, trajectory.m1, trajectory.rho1, escape_level)
+    convergence_time = find_convergence_time(
+        trajectory.t, trajectory.m1, trajectory.q1, trajectory.rho1, convergence_tolerance
+    )
+    power_law = None
+    if convergence_time is not None:
+        power_law = detect_power_law(
+            trajectory.t, trajectory.loss, convergence_time, slope_tolerance, loss_floor, min_points
+        )
+    return PhaseDetection(
+        escape_level=float(escape_level),
+        escape_time=escape_time,
+        convergence_tolerance=float(convergence_tolerance),
+        convergence_time=convergence_time,
+        slope_tolerance=float(slope_tolerance),
+        loss_floor=float(loss_floor),
+        power_law=power_law,
         trajectory_complete=trajectory.success,
     )

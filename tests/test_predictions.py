@@ -1,0 +1,436 @@
+"""Closed-form phase predictions: the compiled formulas, their derivation, and agreement with integrated trajectories."""
+
+import importlib.util
+import math
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy
+from scipy.integrate import solve_ivp
+from scipy.special import zeta
+
+from hierarchy import predictions
+from hierarchy.model import PhaseRetrieval
+from hierarchy.phases import (
+    PowerLawFit,
+    detect_phases,
+    detect_power_law,
+    find_escape_time,
+    find_power_law_window,
+    fit_power_law,
+    local_log_slopes,
+)
+from hierarchy.pipeline import SolverOptions, TruncationOptions, integrate_problem
+from hierarchy.spectrum import PowerLawSpec
+from hierarchy.symbolic import phase_formulas
+from hierarchy.trajectory import Trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+DERIVATION = ROOT / "derivations" / "phase_predictions.py"
+MODEL = PhaseRetrieval()
+
+
+def _load_derivation():
+    spec = importlib.util.spec_from_file_location("phase_predictions_derivation", DERIVATION)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses with postponed annotations look their module up in sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _integrate(spec, t_end, n_out=241, t_first=1e-2, exact_bottom=0):
+    problem = spec.build()
+    truncation = TruncationOptions(bins_per_decade=8, rule_order=7, exact_top=16, exact_bottom=exact_bottom)
+    solver = SolverOptions(t_first=t_first, t_end=t_end, n_out=n_out, rtol=1e-11, atol=1e-18)
+    trajectory = integrate_problem(problem, MODEL, truncation, solver)
+    assert trajectory.success, trajectory.message
+    return problem, trajectory
+
+
+def _isotropic_ode_escape(m0, q0, rho=1.0, level=0.5):
+    solution = solve_ivp(
+        lambda t, y: [3 * (rho - y[1]) * y[0], 2 * (rho - 3 * y[1]) * y[1] + 4 * y[0] ** 2],
+        (0.0, 60.0 / rho), [m0, q0], method="DOP853", rtol=1e-12, atol=1e-15,
+        events=lambda t, y: y[0] - level * rho,
+    )
+    return float(solution.t_events[0][0])
+
+
+# Compiled formulas and their derivation
+
+
+# Numerical values of every symbol the compiled formulas take, chosen inside their domains.
+_SAMPLE_VALUES = {
+    "t": 2.5, "rho": 1.1, "rho1": 1.0, "rho2": 0.45, "rho3": 0.3, "m_escape": 0.5, "q1": 0.4, "m1": 0.3,
+    "m_initial": 0.01, "q_initial": 0.8, "lam": 0.4, "weight_initial": 0.2, "weight_cross": 0.05,
+    "weight_teacher": 0.3, "mu": 1.9, "nu": 2.5, "amplitude": 0.003, "F": 0.01, "S2": 0.5, "Phi": 1.2,
+    "Psi": 0.7, "A": -0.3, "t_s": 1.0, "m_s": 0.05, "q2_s": 0.2, "k": 1.5, "C": 0.001, "K": -2.0,
+    "delta_m": -0.01, "Q": 0.02, "D": -0.03, "r": 0.3, "convolution": 0.01, "I_D": -0.1, "Q_lam": 0.003,
+    "X_alpha": 1e-4, "X_sigma": -2e-4, "Y": 3e-5, "a": 1.7, "b": 0.3, "d": 1000.0, "c2": 0.4, "s": 0.001,
+    "eta": 0.01, "P": 0.02, "x": 3.0, "gamma": 0.4,
+}
+
+
+def test_compiled_formulas_are_phase_formula_objects():
+    for name, compiled in predictions.FORMULAS.items():
+        assert compiled.name == name
+        assert compiled.expression is getattr(phase_formulas, name), name
+
+
+def test_derivation_checks_every_compiled_formula():
+    # The derivation marks each expression it checks with formula("NAME"); every compiled one must be among them.
+    text = DERIVATION.read_text(encoding="utf-8")
+    checked = set(re.findall(r'formula\("([A-Z_0-9]+)"\)', text))
+    missing = set(predictions.FORMULAS) - checked
+    assert not missing, f"compiled but never checked by the derivation: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(predictions.FORMULAS))
+def test_compiled_formula_matches_sympy(name):
+    compiled = predictions.FORMULAS[name]
+    values = [_SAMPLE_VALUES[str(symbol)] for symbol in compiled.arguments]
+    substitutions = dict(zip(compiled.arguments, values))
+    expected = compiled.expression
+    numeric = compiled(*values)
+    if isinstance(expected, tuple):
+        for item, value in zip(expected, numeric):
+            assert float(value) == pytest.approx(float(sympy.N(sympy.sympify(item).subs(substitutions))), rel=1e-10)
+        return
+    reference = complex(sympy.N(expected.subs(substitutions), 20))
+    assert abs(reference.imag) < 1e-12 * max(1.0, abs(reference.real))
+    assert float(numeric) == pytest.approx(reference.real, rel=1e-9, abs=1e-300)
+
+
+def test_derivation_isotropic_checks_pass():
+    derivation = _load_derivation()
+    results = derivation.isotropic_section()
+    failed = [check.label for result in results for check in result.checks if not check.passed]
+    assert not failed
+
+
+@pytest.mark.slow
+def test_derivation_script_passes(tmp_path):
+    derivation = _load_derivation()
+    tex = tmp_path / "phase_predictions.tex"
+    assert derivation.main(["--tex", str(tex)]) == 0
+    assert set(predictions.FORMULAS) <= derivation.CHECKED_FORMULAS
+    text = tex.read_text(encoding="utf-8")
+    assert text.startswith("% Generated by derivations/phase_predictions.py")
+    assert "\\end{document}" in text
+    assert "[FAILED]" not in text
+
+
+# Isotropic escape
+
+
+def test_isotropic_closed_form_matches_ode():
+    for m0, q0, rho in ((1e-3, 1.0, 1.0), (1e-4, 0.05, 1.0), (3e-3, 0.4, 2.0), (1e-2, 2.0, 0.5)):
+        assert predictions.isotropic_escape_time(m0, q0, rho) == pytest.approx(_isotropic_ode_escape(m0, q0, rho), rel=1e-8)
+
+
+def test_isotropic_escape_error_falls_with_dimension():
+    """q(0) = 1, m(0) = d^(-1/2): T_esc - ln(d)/4 -> 0; the leading order misses ln(2)/2."""
+    leading_errors, exact_errors = [], []
+    for d in (1e2, 1e4, 1e6, 1e8, 1e12):
+        measured = _isotropic_ode_escape(d**-0.5, 1.0)
+        leading_errors.append(predictions.escape_time_leading(d**-0.5, 1.0, 1.0) / measured - 1.0)
+        exact_errors.append(predictions.isotropic_escape_time(d**-0.5, 1.0, 1.0) / measured - 1.0)
+        if d >= 1e6:
+            assert measured - 0.25 * math.log(d) == pytest.approx(0.0, abs=1e-3)
+    assert all(abs(later) < abs(earlier) for earlier, later in zip(leading_errors, leading_errors[1:]))
+    # At d = 1e6 the leading order is 10.03 % low, just outside 10 %; the exact form is not.
+    assert leading_errors[2] == pytest.approx(-0.5 * math.log(2.0) / (0.25 * math.log(1e6)), rel=1e-3)
+    assert abs(leading_errors[2]) > 0.10
+    assert max(abs(error) for error in exact_errors) < 1e-8
+
+
+def test_escape_time_leading_not_applicable():
+    assert predictions.escape_time_leading(0.0, 1.0, 0.5) is None
+    assert predictions.escape_time_leading(0.6, 1.0, 0.5) is None
+    assert predictions.escape_time_leading(1e-3, 1.0, 0.0) is None
+    assert predictions.escape_time_leading(math.nan, 1.0, 0.5) is None
+    assert predictions.escape_time_leading(-1e-3, 1.0, 0.5) == pytest.approx(math.log(500.0))
+
+
+def test_isotropic_escape_time_edge_cases():
+    assert predictions.isotropic_escape_time(0.7, 1.0, 1.0) == 0.0
+    assert predictions.isotropic_escape_time(0.1, 0.01, 1.0) is None  # no norm orthogonal to w*
+    assert predictions.isotropic_escape_time(0.0, 1.0, 1.0) is None
+
+
+# Anisotropic escape
+
+
+def test_linear_growth_rate_is_top_eigenvalue():
+    problem = PowerLawSpec(d=300, a=1.2, b=0.4, sigma0=0.1, seed=3).build()
+    matrix = problem.rho1 * np.diag(problem.lam) + 2.0 * np.outer(problem.lam * problem.wstar, problem.lam * problem.wstar)
+    nodes = predictions.spectral_nodes(problem)
+    assert predictions.linear_growth_rate(nodes) == pytest.approx(np.linalg.eigvalsh(matrix)[-1], rel=1e-12)
+
+
+def test_hessian_eigenvalues_match_matrix():
+    problem = PowerLawSpec(d=300, a=1.5, b=0.0, sigma0=0.1, seed=0).build()
+    hessian = 2.0 * problem.rho1 * np.diag(problem.lam) + 4.0 * np.outer(problem.lam * problem.wstar, problem.lam * problem.wstar)
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    nodes = predictions.spectral_nodes(problem)
+    assert predictions.hessian_top_eigenvalue(nodes) == pytest.approx(eigenvalues[-1], rel=1e-12)
+    assert predictions.slowest_relaxation_rate(problem) == pytest.approx(eigenvalues[0], rel=1e-9)
+
+
+def test_slowest_rate_with_equal_eigenvalues():
+    problem = PowerLawSpec(d=50, a=0.0, b=0.0, sigma0=0.1, seed=0).build()
+    assert predictions.slowest_relaxation_rate(problem) == pytest.approx(2.0 * problem.rho1)
+
+
+def test_escape_regimes():
+    isotropic = predictions.predict_escape(PowerLawSpec(d=400, a=0.0, sigma0=1.0, seed=2).build())
+    assert isotropic.regime == "isotropic exact"
+    growth = predictions.predict_escape(PowerLawSpec(d=1000, a=1.5, sigma0=0.1, seed=0).build())
+    assert growth.regime == "linear growth"
+    assert growth.growth_rate == pytest.approx(1.871, abs=1e-3)
+    relaxed = predictions.predict_escape(
+        PowerLawSpec(d=math.inf, a=2.0, sigma0=1.0, init_teacher_scale=1e-5, init_isotropic_exponent=1.0).build()
+    )
+    assert relaxed.regime == "norm relaxation"
+    assert relaxed.switch_time == 0.0
+
+
+def _random_start_escape_errors(dimensions, seed=0):
+    rows = []
+    for d in dimensions:
+        problem, trajectory = _integrate(PowerLawSpec(d=d, a=1.5, b=0.0, sigma0=0.1, seed=seed), 1e3, n_out=3000, t_first=1e-3, exact_bottom=16)
+        measured = find_escape_time(trajectory.t, trajectory.m1, trajectory.rho1)
+        escape = predictions.predict_escape(problem)
+        rows.append((
+            d, measured, escape.leading / measured - 1.0, escape.two_stage / measured - 1.0, escape.corrected / measured - 1.0,
+        ))
+    return rows
+
+
+def _assert_escape_errors(rows):
+    for d, measured, leading, two_stage, corrected in rows:
+        # A random start grows its norm with its overlap at rate mu, so the 2 rho_2 law overestimates a lot.
+        assert leading > 0.5, (d, leading)
+        assert abs(corrected) < 0.02, (d, corrected)
+    two_stage = [abs(row[3]) for row in rows]
+    assert all(later < earlier for earlier, later in zip(two_stage, two_stage[1:])), two_stage
+
+
+def test_anisotropic_escape_error_against_dimension():
+    _assert_escape_errors(_random_start_escape_errors((100, 1000, 10000)))
+
+
+@pytest.mark.slow
+def test_anisotropic_escape_error_up_to_a_million():
+    rows = _random_start_escape_errors((100, 1000, 10000, 100000, 1000000))
+    _assert_escape_errors(rows)
+    d, measured, leading, two_stage, corrected = rows[-1]
+    assert abs(corrected) < 0.10
+    assert abs(two_stage) < 0.10
+
+
+# Spectral tail
+
+
+def _direct_sum(a, b, d, t):
+    index = np.arange(1, d + 1, dtype=np.float64)
+    weights = index ** (-a - b)
+    c2 = 1.0 / weights.sum()
+    return c2, c2 * np.array([np.sum(weights * np.exp(-4.0 * index ** (-a) * time)) for time in t])
+
+
+def test_power_law_against_infinite_sum():
+    a = 2.0
+    problem = PowerLawSpec(d=math.inf, a=a, b=0.0, init_teacher_scale=1e-3).build()
+    nodes = predictions.spectral_nodes(problem, horizon=1e6)
+    times = np.array([1e3, 1e4, 1e5, 1e6])
+    law = predictions.tail_power_law(a, 0.0, 1.0, 1.0 / zeta(a), times)
+    assert np.allclose(predictions.tail_loss_sum(nodes, times), law, rtol=1e-6, atol=0.0)
+
+
+def test_finite_dimension_shift_and_continuum():
+    a, d = 1.5, 20000
+    times = np.geomspace(10.0, 1e3, 5)
+    c2, direct = _direct_sum(a, 0.0, d, times)
+    shifted = predictions.tail_power_law_finite(a, 0.0, d, 1.0, c2, times)
+    plain = predictions.tail_power_law(a, 0.0, 1.0, c2, times)
+    assert np.max(np.abs(shifted / direct - 1.0)) < 0.005
+    assert np.max(plain / direct - 1.0) > 0.05
+    times = np.geomspace(10.0, 3.0 * d**a, 9)
+    continuum = predictions.tail_loss_continuum(a, 0.0, d, 1.0, c2, np.geomspace(10.0, 3.0 * d**a, 9))
+    _, direct = _direct_sum(a, 0.0, d, times)
+    assert np.max(np.abs(continuum / direct - 1.0)) < 0.03
+
+
+@pytest.mark.parametrize("a, b", [(0.5, 0.2), (0.8, 0.2), (0.3, 0.0)])
+def test_tail_without_power_law(a, b):
+    d = 200000
+    times = np.geomspace(3.0, 0.3 * d**a, 6)
+    c2, direct = _direct_sum(a, b, d, times)
+    continuum = predictions.tail_loss_continuum(a, b, d, 1.0, c2, times)
+    assert np.max(np.abs(continuum / direct - 1.0)) < 0.03
+    if a + b == 1.0:
+        window = times[4.0 * times < 1e-2 * d**a]
+        _, direct = _direct_sum(a, b, d, window)
+        assert np.max(np.abs(predictions.tail_loss_logarithmic(a, d, 1.0, c2, window) / direct - 1.0)) < 0.03
+
+
+def test_upper_incomplete_gamma_negative_order():
+    values = predictions._upper_incomplete_gamma(-0.4, np.array([0.5, 3.0]))
+    assert values[0] == pytest.approx(float(sympy.N(sympy.uppergamma(-0.4, 0.5))), rel=1e-12)
+    assert values[1] == pytest.approx(float(sympy.N(sympy.uppergamma(-0.4, 3.0))), rel=1e-12)
+
+
+@pytest.mark.parametrize("a", [1.5, 2.0, 3.0])
+def test_infinite_dimension_tail_exponent_and_prefactor(a):
+    """d = inf, b = 0: fitted exponent within 1 % over four decades, prefactor within 5 % (corrected: 1e-4 late)."""
+    spec = PowerLawSpec(d=math.inf, a=a, b=0.0, sigma0=0.1, init_teacher_scale=1e-3)
+    problem, trajectory = _integrate(spec, 1e10)
+    detection = detect_phases(trajectory)
+    fit = detection.power_law
+    assert fit is not None
+    assert fit.decades >= 4.0
+    exponent = predictions.tail_exponent(a, 0.0)
+    assert fit.exponent == pytest.approx(exponent, rel=0.01)
+    assert fit.local_slope_spread <= 2.0 * fit.slope_tolerance
+
+    parameters = predictions.power_law_parameters(problem)
+    window = slice(fit.first_index, fit.last_index + 1)
+    times, loss = trajectory.t[window], trajectory.loss[window]
+    shape = (4.0 * problem.rho1 * times) ** (-exponent)
+    measured_prefactor = np.median(loss / shape)
+    leading = predictions.tail_power_law(a, 0.0, problem.rho1, parameters.c2, times) / shape
+    assert measured_prefactor == pytest.approx(leading[0], rel=0.05)
+    # The start w(0) = 1e-3 w* + isotropic part of share sigma0^2 raises the prefactor by (1-s)^2 + sigma0^2.
+    factor = float(predictions.FORMULAS["INITIAL_TAIL_FACTOR"](parameters.teacher_scale, parameters.isotropic_ratio))
+    assert factor == pytest.approx(1.008001, rel=1e-9)
+    corrected = predictions.tail_power_law_corrected(
+        a, 0.0, problem.rho1, parameters.c2, parameters.teacher_scale, parameters.isotropic_ratio, times
+    )
+    # What remains is O(1/t), the time shift of the escape: 1.3e-2 at t = 70 for a = 3, 2.5e-3 at t = 1e3 for a = 2.
+    assert np.max(np.abs(corrected / loss - 1.0)) < 0.02
+    late = times >= 1e6
+    assert np.max(np.abs(corrected[late] / loss[late] - 1.0)) < 1e-4
+
+
+def test_corrected_tail_sum_at_finite_dimension():
+    """d = 4000, a = 1.5: the leading sum is 1.8 % low at t = 1e3, the corrected one within 0.5 %."""
+    problem, trajectory = _integrate(PowerLawSpec(d=4000, a=1.5, b=0.0, sigma0=0.1, seed=0), 1e6, n_out=121, exact_bottom=16)
+    times = np.array([1e3, 1e4, 1e5])
+    indices = [int(np.argmin(np.abs(trajectory.t - time))) for time in times]
+    measured = trajectory.loss[indices]
+    leading = predictions.tail_loss_sum(predictions.spectral_nodes(problem), trajectory.t[indices])
+    corrected = predictions.tail_loss_corrected(predictions.feedback_nodes(problem), trajectory.t[indices])
+    assert abs(leading[0] / measured[0] - 1.0) > 0.01
+    assert np.max(np.abs(corrected / measured - 1.0)) < 0.005
+
+
+def test_relaxation_deviations_on_trajectory():
+    problem, trajectory = _integrate(PowerLawSpec(d=math.inf, a=3.0, b=0.0, sigma0=0.1, init_teacher_scale=1e-3), 1e6, n_out=61)
+    late = trajectory.t >= 1e4
+    delta_m, delta_q = predictions.relaxation_deviations(predictions.spectral_nodes(problem, 1e6), trajectory.t[late])
+    assert np.allclose(np.abs(trajectory.m1[late]) - trajectory.rho1, delta_m, rtol=2e-3, atol=0.0)
+    assert np.allclose(trajectory.q1[late] - trajectory.rho1, delta_q, rtol=2e-3, atol=0.0)
+
+
+# Phase detection
+
+
+def _synthetic_trajectory(t, loss, m1=None, q1=None):
+    t = np.asarray(t, dtype=float)
+    ones = np.ones_like(t)
+    return Trajectory(
+        t=t, m1=ones if m1 is None else m1, q1=ones if q1 is None else q1, loss=np.asarray(loss, dtype=float),
+        rho1=1.0, rho2=0.5, truncation="synthetic", state_size=2, status="SUCCESS", message="synthetic",
+        t_requested_end=float(t[-1]),
+    )
+
+
+def test_power_law_window_of_broken_power_law():
+    # Flat until t = 10, then t^(-0.4) until 1e6, then an exponential cut-off.
+    t = np.geomspace(1e-2, 1e8, 201)
+    loss = np.where(t < 10.0, 1.0, (t / 10.0) ** -0.4) * np.where(t > 1e6, np.exp(-(t - 1e6) / 1e6), 1.0)
+    first, last = find_power_law_window(t, loss, start_time=1.0)
+    assert t[first] == pytest.approx(10.0)
+    assert t[last] == pytest.approx(1e6)
+    fit = fit_power_law(t, loss, first, last)
+    assert fit.exponent == pytest.approx(0.4, rel=1e-12)
+    assert fit.prefactor == pytest.approx(10.0**0.4, rel=1e-12)
+    assert fit.standard_error < 1e-12
+    assert fit.decades == pytest.approx(5.0)
+
+
+def test_power_law_window_tolerance():
+    # The local slope drifts linearly in log t: -0.5 - 0.01 log10 t. A window of slope range 0.02 spans two decades.
+    t = np.geomspace(1.0, 1e8, 161)
+    log_loss = -0.5 * np.log(t) - 0.01 * np.log(t) ** 2 / (2.0 * math.log(10.0))
+    fit = detect_power_law(t, np.exp(log_loss), start_time=None, tolerance=0.01)
+    assert fit.decades == pytest.approx(2.0, abs=0.06)
+    assert fit.local_slope_spread <= 0.02
+    assert fit.local_slope_std > 0.0
+    assert fit.standard_error > 0.0
+    wide = detect_power_law(t, np.exp(log_loss), start_time=None, tolerance=0.05)
+    assert wide.decades == pytest.approx(8.0)
+
+
+def test_power_law_window_respects_floor_start_and_gaps():
+    t = np.geomspace(1.0, 1e6, 61)
+    loss = t**-1.0
+    loss[30] = np.nan  # t = 1e3: splits the candidates t = 10..1e5 into 1.9 and 1.8 decades
+    fit = detect_power_law(t, loss, start_time=10.0, loss_floor=1e-5)
+    assert fit.t_start == pytest.approx(10.0)
+    assert fit.t_end == pytest.approx(t[29])
+    loss[20] = np.nan  # t = 100: now the run after the gap at 1e3 is the longest
+    fit = detect_power_law(t, loss, start_time=10.0, loss_floor=1e-5)
+    assert fit.t_start == pytest.approx(t[31])
+    assert fit.t_end == pytest.approx(t[49])
+    assert detect_power_law(t[:4], loss[:4], start_time=None) is None
+    assert find_power_law_window(t, loss, start_time=None, min_points=100) is None
+
+
+def test_local_log_slopes_exact():
+    t = np.geomspace(1.0, 100.0, 5)
+    midpoints, slopes = local_log_slopes(t, 3.0 * t**-0.7)
+    assert np.allclose(slopes, -0.7)
+    assert np.allclose(midpoints, np.sqrt(t[1:] * t[:-1]))
+
+
+def test_detect_phases_on_synthetic_trajectory():
+    t = np.geomspace(1e-2, 1e6, 161)
+    m1 = 1.0 - 0.5 * np.exp(-t)
+    loss = np.where(t < 10.0, 1.0, (t / 10.0) ** -0.5)
+    detection = detect_phases(_synthetic_trajectory(t, loss, m1=m1, q1=m1), initial_loss=1.0)
+    assert detection.escape_time == pytest.approx(t[0])
+    assert detection.convergence_time == pytest.approx(math.log(50.0), rel=0.02)
+    assert isinstance(detection.power_law, PowerLawFit)
+    assert detection.power_law.exponent == pytest.approx(0.5)
+    assert detection.to_dict()["power_law"]["exponent"] == pytest.approx(0.5)
+
+
+def test_phases_on_power_law_example():
+    """examples/power_law.toml (d = 2000, a = 1.5): escape and convergence as predicted, tail as the corrected sum."""
+    document = tomllib.loads((ROOT / "examples" / "power_law.toml").read_text(encoding="utf-8"))
+    problem = PowerLawSpec(**document["problem"]).build()
+    trajectory = integrate_problem(
+        problem, MODEL, TruncationOptions(**document["truncation"]), SolverOptions(**document["solver"])
+    )
+    assert trajectory.success
+    detection = detect_phases(trajectory)
+    escape = predictions.predict_escape(problem)
+    assert detection.escape_time == pytest.approx(escape.corrected, rel=0.02)
+    assert escape.leading / detection.escape_time - 1.0 > 0.5
+    convergence = predictions.predict_convergence_time(
+        predictions.feedback_nodes(problem, 1e7), detection.convergence_tolerance, escape.corrected, 1e7
+    )
+    assert detection.convergence_time == pytest.approx(convergence, rel=0.05)
+    # Converged at t ~ 5e3 while d^a ~ 9e4: the finite-d shift already bends the slope from
+    # -0.85 to -5 over the rest, so no window keeps it within ±0.01.
+    assert detection.power_law is None
+    after = np.flatnonzero((trajectory.t >= detection.convergence_time) & (trajectory.loss > 1e-10))
+    corrected = predictions.tail_loss_corrected(predictions.feedback_nodes(problem, 1e7), trajectory.t[after])
+    assert np.max(np.abs(corrected / trajectory.loss[after] - 1.0)) < 0.01
