@@ -43,15 +43,12 @@ from matplotlib.figure import Figure
 
 from . import predictions
 from .check_config import CheckConfig, CheckConfigError, load_check_config
-from .integrators import solve
 from .model import PhaseRetrieval
 from .phases import PhaseDetection, detect_phases
-from .pipeline import SolverOptions, TruncationOptions, integrate_problem
+from .pipeline import TruncationOptions, integrate_problem
 from .rule_selection import select_spectral_rule
 from .spectrum import PowerLawSpec
 from .trajectory import Trajectory
-from .truncation import build_spectral_modes, spectral_measures
-from .truncation.quadrature import SpectralRule
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +176,6 @@ def build_cases(config: CheckConfig) -> tuple:
     return specs, skipped
 
 
-def _integrate_single_node(problem, model, solver: SolverOptions) -> Trajectory:
-    """Integrate a finite problem whose eigenvalues are all equal on one exact node."""
-    # NOTE: log_gauss_rule divides by zero on a bin whose eigenvalues are all
-    # equal (its Lagrange nodes coincide), so Σ = cI gets its exact one-node rule here.
-    rule = SpectralRule(nodes=problem.lam[:1].copy(), weights=spectral_measures(problem).sum(axis=1)[:, None], exact_nodes=1)
-    system = build_spectral_modes(problem, model, rule)
-    solution = solve(
-        system, solver.output_times(), method=solver.method, rtol=solver.rtol, atol=solver.atol,
-        max_steps=solver.max_steps, max_wall_seconds=solver.max_wall_seconds,
-    )
-    return Trajectory.from_solution(solution, model, problem.rho(1), problem.rho(2), system.name, system.size)
-
-
 def integrate_case(spec: PowerLawSpec, config: CheckConfig, model) -> tuple:
     """Integrate the spectral modes of ``spec``; return ``(problem, trajectory, description of the rule)``."""
     problem = spec.build()
@@ -210,9 +194,9 @@ def integrate_case(spec: PowerLawSpec, config: CheckConfig, model) -> tuple:
             return problem, selection.trajectory, description
         trajectory = integrate_problem(problem, model, FIXED_INFINITE_RULE, solver)
         return problem, trajectory, f"fixed rule 8 x 7 ({trajectory.state_size // 2} modes)"
-    if problem.lam[0] == problem.lam[-1]:
-        return problem, _integrate_single_node(problem, model, solver), "one exact node (equal eigenvalues)"
     trajectory = integrate_problem(problem, model, FIXED_FINITE_RULE, solver)
+    if problem.lam[0] == problem.lam[-1]:
+        return problem, trajectory, "one exact node (equal eigenvalues)"
     return problem, trajectory, f"fixed rule 8 x 7 with 16 exact bottom eigenvalues ({trajectory.state_size // 2} modes)"
 
 

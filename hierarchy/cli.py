@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .check import configure_check_parser, run_check_command
 from .compare import format_comparison, run_comparison, write_comparison
 from .config import ConfigError, RunConfig, load_compare_config, load_config, load_simulate_config
 from .io import package_version, write_run
@@ -96,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [training] and [solver] tables")
     simulate.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
     simulate.add_argument("--quiet", action="store_true", help="log only warnings and errors, and draw no progress bar")
+
+    check = commands.add_parser(
+        "check",
+        help="check the closed-form phase predictions on a grid of a, b and d",
+        description=(
+            "Integrate every case of the [check] grid of CONFIG (spectral modes; an adaptive rule for d = inf), "
+            "measure escape time, convergence time, tail exponent and prefactor, print each against its "
+            "closed-form prediction with the relative error, and write check.csv and figures to the output "
+            "directory. Exit code 0 when every integration reached t_end, 1 when one failed, 2 on invalid input."
+        ),
+    )
+    configure_check_parser(check)
 
     sweep = commands.add_parser(
         "sweep",
@@ -343,6 +356,10 @@ def main(argv=None) -> int:
     except SystemExit as exit_request:
         # argparse exits after --help, --version (code 0) and on invalid arguments (code 2).
         return int(exit_request.code or 0)
+
+    if arguments.command == "check":
+        # The check command attaches and removes its own log handler.
+        return run_check_command(arguments)
 
     log_state = _attach_log_handler(arguments.quiet)
     try:

@@ -278,3 +278,8 @@ def test_simulate_command_rejects_bad_config(tmp_path, capsys, text, message):
     config.write_text(text)
     assert main(["simulate", str(config), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_check_command_is_registered(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")]) == 2
+    assert "missing.toml" in capsys.readouterr().err

@@ -273,3 +273,15 @@ def test_quadrature_closure_nodes_are_gauss_nodes():
     node_weights = np.linalg.solve(vandermonde, [np.sum(weights * atoms**j) for j in range(5)])
     for power in range(10):
         assert np.sum(node_weights * nodes**power) == pytest.approx(np.sum(weights * atoms**power), rel=1e-9)
+
+
+def test_spectral_modes_merge_repeated_eigenvalues():
+    """a = 0: one distinct eigenvalue, so one node reproduces the exact flow."""
+    problem = PowerLawSpec(d=100, a=0.0, b=0.0, sigma0=0.1, seed=0).build()
+    rule = build_spectral_rule(problem)
+    assert rule.size == 1
+    assert np.all(np.isfinite(rule.weights))
+    t_out = np.geomspace(0.1, 100.0, 30)
+    modes = solve(build_spectral_modes(problem, MODEL, rule), t_out, rtol=1e-11, atol=1e-14)
+    exact = solve(build_exact_flow(problem, MODEL), t_out, rtol=1e-11, atol=1e-14)
+    assert np.max(np.abs(modes.observable("m1") / exact.observable("m1") - 1)) < 1e-8

@@ -6,8 +6,8 @@ statistic carries one factor ``lam``, the rule is built for the weighted
 measures ``lam dmu``; the propagators ``Phi(lam, t)``, ``Psi(lam, t)`` are
 smooth in ``s = log lam`` and are interpolated there.
 
-Rule: the ``exact_top`` largest and ``exact_bottom`` smallest eigenvalues
-are nodes of their own. The rest of the spectrum is cut into bins of
+Rule: equal eigenvalues are merged into one atom first. The ``exact_top``
+largest and ``exact_bottom`` smallest distinct eigenvalues are nodes of their own. The rest of the spectrum is cut into bins of
 ``1 / bins_per_decade`` decades, aligned on multiples of that width. A bin
 with at most ``rule_order`` eigenvalues keeps them all as exact nodes;
 otherwise it gets the ``rule_order`` Gauss-Legendre points of the interval
@@ -79,6 +79,17 @@ def log_gauss_rule(lam, measures, bins_per_decade, rule_order, exact_top=0, exac
         raise ValueError(f"rule_order = {rule_order!r} must be an integer >= 1")
     if exact_top < 0 or exact_bottom < 0:
         raise ValueError("exact_top and exact_bottom must be >= 0")
+
+    # Repeated eigenvalues (an isotropic block, a = 0) are one atom with the
+    # summed weight: the propagators depend on the eigenvalue only, and the
+    # Lagrange basis needs distinct points.
+    lam, first_index, group = np.unique(-lam, return_index=True, return_inverse=True)
+    lam = -lam
+    if lam.size < d:
+        merged = np.zeros((measures.shape[0], lam.size))
+        np.add.at(merged, (slice(None), group), measures)
+        measures = merged
+        d = lam.size
 
     exact_top = min(int(exact_top), d)
     exact_bottom = min(int(exact_bottom), d - exact_top)
