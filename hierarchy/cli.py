@@ -167,8 +167,8 @@ def describe_parameters(spec) -> str:
     return f"{head}, b = {spec.b:g}, sigma0 = {spec.sigma0:g}, {tail}"
 
 
-def _format_optional(value, spec: str = ".4g") -> str:
-    return "not reached" if value is None else format(value, spec)
+def _format_optional(value, spec: str = ".4g", missing: str = "not reached") -> str:
+    return missing if value is None else format(value, spec)
 
 
 def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, report: PhaseReport, files: list) -> str:
@@ -187,13 +187,25 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
         "",
     ]
 
-    escape_line = (
-        f"escape time (|m_1|/rho_1 = {report.escape_level:g}): measured {_format_optional(report.escape_time)}, "
-        f"predicted {_format_optional(report.escape_time_predicted)} (leading order ln(m_esc/m_1(0))/(2 rho_2))"
-    )
+    escape_line = f"escape time (|m_1|/rho_1 = {report.escape_level:g}): measured {_format_optional(report.escape_time)}"
+    if not report.predictions_note:
+        escape_line += (
+            f", predicted {_format_optional(report.escape_time_predicted, missing='not available')} "
+            "(leading order ln(m_esc/m_1(0))/(2 rho_2))"
+        )
     if report.escape_time_relative_error is not None:
         escape_line += f", relative error {report.escape_time_relative_error:+.1%}"
     lines.append(escape_line)
+    if report.escape_time_corrected is not None:
+        corrected_line = (
+            f"             corrected prediction {report.escape_time_corrected:.4g} "
+            "(linear regime until q_1 = rho_1/3, then saturating growth at 2 rho_2)"
+        )
+        if report.escape_time_corrected_relative_error is not None:
+            corrected_line += f", relative error {report.escape_time_corrected_relative_error:+.1%}"
+        lines.append(corrected_line)
+    if report.predictions_note:
+        lines.append(f"note:        {report.predictions_note}")
     lines.append(
         f"convergence time (|m_1|/rho_1 and q_1/rho_1 within {report.convergence_tolerance:g} of 1): "
         f"{_format_optional(report.convergence_time)}"
@@ -209,6 +221,8 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
             lines.append(
                 f"  {row.t:11.4g}  {row.measured_loss:12.5g}  {row.predicted_loss:12.5g}  {row.relative_error:+10.2%}"
             )
+    elif report.predictions_note:
+        lines.append("phase-3 loss: no prediction for this model (see the note above)")
     else:
         lines.append(
             "phase-3 loss: no comparison, because the statistics never converged or the loss was "
@@ -237,8 +251,11 @@ def _run(config_path: str, out_directory: str) -> int:
         raise _InputError(f"{config_path}: {error}") from None
 
     initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
-    tail_prediction = predict_tail_loss(problem, trajectory.t)
-    report = analyze_phases(trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction)
+    covers = bool(getattr(model, "is_phase_retrieval", False))
+    tail_prediction = predict_tail_loss(problem, trajectory.t) if covers else None
+    report = analyze_phases(
+        trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction, model=model
+    )
 
     out = Path(out_directory)
     try:

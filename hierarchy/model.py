@@ -84,6 +84,7 @@ class PhaseRetrieval:
     """
 
     name: ClassVar[str] = "phase_retrieval"
+    is_phase_retrieval: ClassVar[bool] = True
 
     def loss(self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike) -> np.ndarray | float:
         """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays."""

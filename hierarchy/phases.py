@@ -23,6 +23,7 @@ of the local slopes (:class:`PowerLawFit`). The corrected closed-form
 predictions live in :mod:`hierarchy.predictions`.
 """
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -31,6 +32,8 @@ import numpy as np
 from .spectrum import InfinitePowerLawProblem, Problem
 from .trajectory import Trajectory
 from .truncation import build_spectral_rule
+
+logger = logging.getLogger(__name__)
 
 # Escape is reached at |m_1| / rho_1 = ESCAPE_LEVEL, i.e. m_esc = rho_1 / 2.
 ESCAPE_LEVEL = 0.5
@@ -246,6 +249,14 @@ class PhaseReport:
         ``ln(m_esc / |m_1(0)|) / (2 rho_2)`` with ``m_esc = escape_level * rho_1``.
     escape_time_relative_error : float or None
         ``predicted / measured - 1`` when both exist.
+    escape_time_corrected : float or None
+        The corrected escape time of ``hierarchy.predictions.predict_escape``
+        (linear regime until ``q_1 = rho_1/3``, then saturating growth at
+        ``2 rho_2``), ``None`` where it does not apply.
+    escape_time_corrected_relative_error : float or None
+        ``corrected / measured - 1`` when both exist.
+    predictions_note : str
+        Why predictions are missing, when they are (empty otherwise).
     convergence_tolerance : float
         Tolerance on ``| |m_1|/rho_1 - 1 |`` and ``|q_1/rho_1 - 1|``.
     convergence_time : float or None
@@ -272,6 +283,9 @@ class PhaseReport:
     tail_loss_floor: float
     tail_comparison: list = field(default_factory=list)
     trajectory_complete: bool = True
+    escape_time_corrected: float | None = None
+    escape_time_corrected_relative_error: float | None = None
+    predictions_note: str = ""
 
     def to_dict(self) -> dict:
         """Return the report as plain JSON types, with every non-finite number replaced by ``None``."""
@@ -303,6 +317,7 @@ def analyze_phases(
     convergence_tolerance: float = CONVERGENCE_TOLERANCE,
     relative_loss_floor: float = TAIL_LOSS_FLOOR,
     tail_points: int = TAIL_COMPARISON_POINTS,
+    model=None,
 ) -> PhaseReport:
     """Measure the phase times of ``trajectory`` and compare them with the predictions for ``problem``.
 
@@ -325,6 +340,15 @@ def analyze_phases(
         The table keeps outputs with ``L > relative_loss_floor * |L(0)|``.
     tail_points : int
         Maximum number of rows of the phase-3 table.
+    model : optional
+        The model that was integrated. The closed-form predictions hold for
+        phase retrieval only; for any other model (``is_phase_retrieval``
+        false) they are left out and ``predictions_note`` says so.
+
+    The measured escape time is the crossing located on the dense output
+    during the integration (``trajectory.event_times["escape"]``) when the
+    trajectory carries it at the default level, else it is interpolated on
+    the output grid.
     """
     rho1 = trajectory.rho1
     rho2 = problem.rho(2)
@@ -333,16 +357,32 @@ def analyze_phases(
         initial_loss = float(trajectory.loss[0]) if trajectory.loss.size else math.nan
 
     escape_time = find_escape_time(trajectory.t, trajectory.m1, rho1, escape_level)
-    escape_time_predicted = predict_escape_time(m1_initial, rho1, rho2, escape_level)
+    located = getattr(trajectory, "event_times", {}).get("escape")
+    if escape_level == ESCAPE_LEVEL and located is not None:
+        escape_time = float(located)
+
+    covers = model is None or bool(getattr(model, "is_phase_retrieval", False))
+    predictions_note = "" if covers else (
+        "the closed-form predictions hold for phase retrieval (student and teacher z**2) only, "
+        "so none are given for this model"
+    )
+    escape_time_predicted = predict_escape_time(m1_initial, rho1, rho2, escape_level) if covers else None
     escape_time_relative_error = None
     if escape_time is not None and escape_time_predicted is not None and escape_time > 0.0:
         escape_time_relative_error = escape_time_predicted / escape_time - 1.0
+    escape_time_corrected = _corrected_escape_time(problem, escape_level) if covers else None
+    escape_time_corrected_relative_error = None
+    if escape_time is not None and escape_time_corrected is not None and escape_time > 0.0:
+        escape_time_corrected_relative_error = escape_time_corrected / escape_time - 1.0
 
     convergence_time = find_convergence_time(trajectory.t, trajectory.m1, trajectory.q1, rho1, convergence_tolerance)
 
     loss_floor = relative_loss_floor * abs(initial_loss)
     indices = select_tail_comparison_indices(trajectory.t, trajectory.loss, convergence_time, loss_floor, tail_points)
-    if tail_prediction is None:
+    if not covers:
+        indices = indices[:0]
+        predicted = np.zeros(0)
+    elif tail_prediction is None:
         predicted = predict_tail_loss(problem, trajectory.t[indices])
     else:
         predicted = np.asarray(tail_prediction, dtype=np.float64)[indices]
@@ -372,7 +412,22 @@ def analyze_phases(
         tail_loss_floor=float(loss_floor),
         tail_comparison=rows,
         trajectory_complete=trajectory.success,
+        escape_time_corrected=escape_time_corrected,
+        escape_time_corrected_relative_error=escape_time_corrected_relative_error,
+        predictions_note=predictions_note,
     )
+
+
+def _corrected_escape_time(problem, level: float) -> float | None:
+    """Return the corrected escape prediction, or ``None`` where the model behind it does not apply."""
+    from .predictions import predict_escape
+
+    try:
+        corrected = predict_escape(problem, level).corrected
+    except (ValueError, ArithmeticError) as error:
+        logger.info("no corrected escape prediction: %s", error)
+        return None
+    return None if corrected is None or not math.isfinite(corrected) else float(corrected)
 
 
 # ---------------------------------------------------------------------------

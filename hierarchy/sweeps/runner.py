@@ -129,8 +129,11 @@ def _integrate_point(document: dict) -> dict:
     trajectory = integrate_problem(problem, model, config.truncation, config.solver)
 
     initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
-    tail_prediction = predict_tail_loss(problem, trajectory.t)
-    report = analyze_phases(trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction)
+    covers = bool(getattr(model, "is_phase_retrieval", False))
+    tail_prediction = predict_tail_loss(problem, trajectory.t) if covers else None
+    report = analyze_phases(
+        trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction, model=model
+    )
     return {
         "t": trajectory.t,
         "loss": trajectory.loss,
