@@ -124,6 +124,7 @@ def integrate_rosenbrock(
     capacitance_pivots = np.zeros(rank, dtype=np.int64)
 
     u = np.zeros((stages, n))
+    coupling = np.zeros(stages)
     f0 = np.empty(n)
     stage_argument = np.empty(n)
     stage_rhs = np.empty(n)
@@ -191,10 +192,13 @@ def integrate_rosenbrock(
                     stage_argument[k] = total
                 rhs(t, stage_argument, params, drive, stage_rhs)
                 stats[STAT_RHS] += 1
+            # Divide by h once per stage, not once per component.
+            for j in range(i):
+                coupling[j] = c[i, j] / h
             for k in range(n):
                 total = stage_rhs[k]
                 for j in range(i):
-                    total += (c[i, j] / h) * u[j, k]
+                    total += coupling[j] * u[j, k]
                 u[i, k] = total
                 stage_argument[k] = total
             solve_structured(lu, multipliers, pivots, kl, ku, V, Z, capacitance, capacitance_pivots, u[i])
