@@ -67,7 +67,7 @@ def _read_array(path: Path, kind: str) -> np.ndarray:
     else:
         raise ValueError(f"spectrum file {path} has the unsupported suffix {suffix!r}; use .npy, .csv or .txt")
     if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"spectrum file {path} holds {array.dtype} values, not numbers")
+        raise ValueError(f"spectrum file {path} contains {array.dtype} values, not numbers")
     return np.asarray(array, dtype=np.float64)
 
 
@@ -118,14 +118,14 @@ def load_spectrum(path, kind: str = "eigenvalues", normalisation: str = "top") -
     if kind == "eigenvalues":
         if array.ndim != 1:
             raise ValueError(
-                f"spectrum file {path} holds an array of shape {array.shape}; a file of eigenvalues must be 1-D "
+                f"spectrum file {path} contains an array of shape {array.shape}; a file of eigenvalues must be 1-D "
                 "(use kind = \"data\" for a samples x features matrix)"
             )
         eigenvalues, dropped, scale = _clean_and_normalise(array, normalisation)
         return MeasuredSpectrum(eigenvalues, str(path), None, array.size, dropped, normalisation, scale)
 
     if array.ndim != 2:
-        raise ValueError(f"data file {path} holds an array of shape {array.shape}; a data matrix must be 2-D")
+        raise ValueError(f"data file {path} contains an array of shape {array.shape}; a data matrix must be 2-D")
     eigenvalues, dropped, scale = _clean_and_normalise(covariance_spectrum(array), normalisation)
     return MeasuredSpectrum(eigenvalues, str(path), array.shape[0], array.shape[1], dropped, normalisation, scale)
 

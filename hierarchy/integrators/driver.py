@@ -1,8 +1,8 @@
 """Driver of the compiled integrators: validation, progress, failure reports.
 
-The compiled stepper is called in slices of the step budget so that a long
-run logs its progress, honours a wall-clock limit and can never hang: every
-call returns after at most ``STEPS_PER_CALL`` steps.
+The compiled stepper is called in slices of the step budget, so a long run
+logs its progress and honours a wall-clock limit: every call returns after
+at most ``STEPS_PER_CALL`` steps, and the whole run after ``max_steps``.
 """
 
 import logging

@@ -212,7 +212,7 @@ def closure_coefficients(problem, order: int, closure: str) -> np.ndarray:
         if isinstance(problem, Problem):
             atoms, measure = problem.lam, problem.lam * (problem.w0**2 + problem.wstar**2)
         else:
-            # d = inf: a fine quadrature of the measure stands in for its atoms.
+            # d = inf: a fine quadrature of the measure replaces its atoms.
             rule = power_law_rule(problem.a, problem.measure_terms(), 8, 6, 16, 1e12, problem.rho1)
             atoms, measure = rule.nodes, rule.weights[0] + rule.weights[2]
         nodes = gauss_nodes_of_discrete_measure(atoms, measure, order)
