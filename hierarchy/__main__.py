@@ -1,7 +1,7 @@
-"""Entry point of ``python -m hierarchy``, which runs :func:`hierarchy.cli.main`."""
+"""Entry point of ``python -m hierarchy``, which runs :func:`hierarchy.entry.main`."""
 
 import sys
 
-from .cli import main
+from .entry import main
 
 sys.exit(main())

@@ -167,6 +167,17 @@ def describe_parameters(spec) -> str:
     return f"{head}, b = {spec.b:g}, sigma0 = {spec.sigma0:g}, {tail}"
 
 
+def describe_model(model) -> str:
+    """Return a short name of the model for summaries and figure titles."""
+    if getattr(model, "is_phase_retrieval", False):
+        return "phase retrieval"
+    student = getattr(model, "student", None)
+    teacher = getattr(model, "teacher", None)
+    if student is None or teacher is None:
+        return str(getattr(model, "name", "model"))
+    return f"single-index model, student {student}, teacher {teacher}"
+
+
 def _format_optional(value, spec: str = ".4g", missing: str = "not reached") -> str:
     return missing if value is None else format(value, spec)
 
@@ -176,6 +187,7 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
     description = problem.describe()
     stats = trajectory.stats
     lines = [
+        f"model:       {describe_model(config.model)}",
         f"problem:     {describe_parameters(config.problem)}",
         f"             rho_1 = {description['rho1']:.6g}, rho_2 = {description['rho2']:.6g}, "
         f"m_1(0) = {description['m1_initial']:.4g}, q_1(0) = {description['q1_initial']:.4g}",
@@ -260,7 +272,9 @@ def _run(config_path: str, out_directory: str) -> int:
     out = Path(out_directory)
     try:
         paths = write_run(out, config, problem, trajectory, report, tail_prediction)
-        plot_path = plot_run(out / PLOT_FILE, trajectory, report, problem.describe(), tail_prediction)
+        plot_path = plot_run(
+            out / PLOT_FILE, trajectory, report, problem.describe(), tail_prediction, model_name=describe_model(model)
+        )
     except OSError as error:
         raise _InputError(f"failed to write results to {out}: {error}") from None
     logger.info("wrote %s, %s and %s", paths["trajectory"], paths["summary"], plot_path)
@@ -337,6 +351,8 @@ def _simulate(arguments) -> int:
             f"loss vs ODE at t = {result.t[last]:.4g}: relative difference {difference[last]:+.3%} "
             f"± {difference_error[last]:.3%} (mean ± standard error over seeds)"
         )
+        if settings.method == "sgd":
+            print("            one-pass SGD differs from the ODE by a bias of order eta; halving eta should about halve it")
     files = getattr(result, "files", {}) or {}
     print("files:      " + ", ".join(str(path) for path in files.values()))
     failed = any(seed["status"] != "COMPLETED" for seed in summary["seeds"])

@@ -489,7 +489,7 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
     if isinstance(document, dict) and "truncation" in document:
         raise ConfigError(
             f"{prefix}unknown table [truncation]: hierarchy compare runs the truncations listed in [compare] "
-            "(spectral_rules, moment_orders, closures). Allowed tables: problem, solver, compare"
+            f"(spectral_rules, moment_orders, closures). Allowed tables: {', '.join(COMPARE_FIELD_TYPES)}"
         )
     _check_tables(document, COMPARE_FIELD_TYPES, prefix)
 

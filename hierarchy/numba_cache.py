@@ -60,3 +60,8 @@ def invalidate_stale_kernels(root: Path = PACKAGE_ROOT) -> int:
     if removed:
         logger.info("removed %d Numba cache files compiled from older sources", removed)
     return removed
+
+
+def compiled_kernels_present(root: Path = PACKAGE_ROOT) -> bool:
+    """Return whether the integrators' compiled kernels are cached, so that importing them will not compile."""
+    return any(root.glob("integrators/__pycache__/rosenbrock.integrate_rosenbrock-*.nbi"))

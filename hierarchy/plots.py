@@ -98,14 +98,16 @@ def plot_run(
     report: PhaseReport,
     problem_description: dict,
     tail_prediction=None,
+    model_name: str = "phase retrieval",
 ) -> Path:
     """Draw the three panels of a run and save them as a PNG at ``path``.
 
     Panels share the logarithmic time axis: ``L(t)`` on log-log axes with
     the phase-3 prediction ``tail_prediction`` (optional, one value per
     output time), then ``m_1`` with ``±rho_1``, then ``q_1`` with ``rho_1``
-    and ``rho_1 / 3``. Dashed vertical lines mark the escape and convergence
-    times of ``report``. The title gives the problem parameters and the
+    and, for phase retrieval, ``rho_1 / 3``. Dashed vertical lines mark the
+    escape and convergence times of ``report``. The title gives the model
+    ``model_name``, the problem parameters and the
     truncation, and the status and message of a failed run. A run that
     reached no output time gives empty panels with a note.
     """
@@ -120,9 +122,12 @@ def plot_run(
         overlap_axes, t, trajectory.m1, [(rho1, "-", r"$\pm\rho_1$"), (-rho1, "-", None)],
         r"overlap $m_1 = w^T \Sigma w^*$", r"$m_1$", report, rho1,
     )
+    # alpha = rho_1 - 3 q_1 vanishes at rho_1 / 3 for phase retrieval only.
+    norm_references = [(rho1, "-", r"$\rho_1$")]
+    if model_name == "phase retrieval":
+        norm_references.append((rho1 / 3.0, ":", r"$\rho_1 / 3$"))
     _draw_statistic_panel(
-        norm_axes, t, trajectory.q1, [(rho1, "-", r"$\rho_1$"), (rho1 / 3.0, ":", r"$\rho_1 / 3$")],
-        r"norm $q_1 = w^T \Sigma w$", r"$q_1$", report, rho1,
+        norm_axes, t, trajectory.q1, norm_references, r"norm $q_1 = w^T \Sigma w$", r"$q_1$", report, rho1,
     )
     norm_axes.set_xlabel("time t")
     if t.size and np.all(t > 0.0):
@@ -130,7 +135,7 @@ def plot_run(
     else:
         loss_axes.text(0.5, 0.5, "no output time was reached", transform=loss_axes.transAxes, ha="center")
 
-    title = f"phase retrieval: {_format_parameters(problem_description)}\n{trajectory.truncation}"
+    title = f"{model_name}: {_format_parameters(problem_description)}\n{trajectory.truncation}"
     if not trajectory.success:
         failure = f"integration failed, {trajectory.status}: {trajectory.message}"
         title += "\n" + textwrap.fill(failure, width=90)

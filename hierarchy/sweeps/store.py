@@ -429,5 +429,7 @@ class SweepStore:
                 handle.close()
                 temporary_path.unlink(missing_ok=True)
                 raise
+        # Temporary files are private (0600); the result is as readable as the other output files.
+        os.chmod(temporary_path, 0o644)
         os.replace(temporary_path, self.directory / name)
         return self.directory / name
