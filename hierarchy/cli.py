@@ -34,6 +34,12 @@ from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
 from .simulation import run_simulation
 from .spectrum import EmpiricalSpec, Problem
+from .spectrum_comparison import (
+    SPECTRUM_PLOT_FILE,
+    compare_with_fitted_power_law,
+    format_spectrum_comparison,
+    plot_spectrum_comparison,
+)
 from .sweeps import SweepRunError, SweepStoreError, run_sweep
 from .trajectory import Trajectory
 
@@ -269,17 +275,39 @@ def _run(config_path: str, out_directory: str) -> int:
         trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction, model=model
     )
 
+    # A measured spectrum is set beside the pure power law fitted to it.
+    spectrum_comparison = None
+    spec = config.problem
+    fit_points = (spec.d if getattr(spec, "fit_last", None) is None else spec.fit_last) - getattr(spec, "fit_first", 1) + 1
+    if isinstance(spec, EmpiricalSpec) and fit_points < 3:
+        logger.warning("no power-law fit: the fit range of %s holds %d eigenvalues, at least 3 are needed", spec.source, fit_points)
+    elif isinstance(spec, EmpiricalSpec):
+        logger.info("integrating the power law fitted to %s", config.problem.source)
+        spectrum_comparison = compare_with_fitted_power_law(
+            config.problem, model, config.truncation, config.solver, trajectory
+        )
+
     out = Path(out_directory)
     try:
-        paths = write_run(out, config, problem, trajectory, report, tail_prediction)
+        extra = {} if spectrum_comparison is None else {"spectrum_comparison": spectrum_comparison.to_dict()}
+        paths = write_run(out, config, problem, trajectory, report, tail_prediction, extra_summary=extra)
         plot_path = plot_run(
             out / PLOT_FILE, trajectory, report, problem.describe(), tail_prediction, model_name=describe_model(model)
         )
+        files = [paths["trajectory"], paths["summary"], plot_path]
+        if spectrum_comparison is not None:
+            files.append(plot_spectrum_comparison(
+                out / SPECTRUM_PLOT_FILE, spectrum_comparison, f"{config.problem.source} and its fitted power law"
+            ))
     except OSError as error:
         raise _InputError(f"failed to write results to {out}: {error}") from None
-    logger.info("wrote %s, %s and %s", paths["trajectory"], paths["summary"], plot_path)
+    logger.info("wrote %s", ", ".join(str(path) for path in files))
 
-    print(format_summary(config, problem, trajectory, report, [paths["trajectory"], paths["summary"], plot_path]))
+    summary = format_summary(config, problem, trajectory, report, files)
+    if spectrum_comparison is not None:
+        head, _, tail = summary.rpartition("\nfiles:")
+        summary = head + "\n\n" + "\n".join(format_spectrum_comparison(spectrum_comparison)) + "\n\nfiles:" + tail
+    print(summary)
     return EXIT_SUCCESS if trajectory.success else EXIT_INTEGRATION_FAILED
 
 

@@ -89,6 +89,8 @@ FIELD_TYPES = {
         "patch_size": int,
         "n_patches": int,
         "dataset_seed": int,
+        "fit_first": int,
+        "fit_last": int,
     },
     "truncation": {
         "kind": str,
@@ -123,8 +125,8 @@ FIELD_TYPES = {
 REQUIRED_KEYS = {"problem": (), "truncation": (), "solver": (), "model": ()}
 SPECTRA = ("power_law", "file", "dataset")
 _POWER_LAW_KEYS = ("d", "a", "init_isotropic_exponent")
-_FILE_KEYS = ("spectrum_file", "spectrum_kind", "normalisation")
-_DATASET_KEYS = ("dataset", "patch_size", "n_patches", "dataset_seed", "normalisation")
+_FILE_KEYS = ("spectrum_file", "spectrum_kind", "normalisation", "fit_first", "fit_last")
+_DATASET_KEYS = ("dataset", "patch_size", "n_patches", "dataset_seed", "normalisation", "fit_first", "fit_last")
 _TYPE_NAMES = {
     int: "an integer",
     float: "a number",
@@ -407,9 +409,10 @@ def build_problem_spec(base_directory: Path | None = None, **values):
         except ValueError as error:
             raise ValueError(f"dataset = {values['dataset']!r} is invalid: {error}") from None
         measured = spectrum_from_data(data, f"scikit-learn {values['dataset']}", normalisation=normalisation)
+    fit_range = {key: values[key] for key in ("fit_first", "fit_last") if key in values}
     return EmpiricalSpec(
         eigenvalues=tuple(float(value) for value in measured.eigenvalues), source=measured.source,
-        provenance=measured.describe(), **shared,
+        provenance=measured.describe(), **shared, **fit_range,
     )
 
 

@@ -140,15 +140,19 @@ def write_run(
     trajectory: Trajectory,
     report: PhaseReport,
     tail_prediction=None,
+    extra_summary: dict | None = None,
 ) -> dict:
     """Create ``directory`` if needed, write both result files there and return their paths by name.
 
     ``tail_prediction``, the phase-3 loss at every output time, becomes the
-    ``loss_tail_prediction`` column of the CSV when given.
+    ``loss_tail_prediction`` column of the CSV when given; ``extra_summary``
+    entries are added to the JSON summary.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     extra_columns = {} if tail_prediction is None else {"loss_tail_prediction": tail_prediction}
     trajectory_path = write_trajectory_csv(directory / TRAJECTORY_FILE, trajectory, extra_columns)
-    summary_path = write_summary_json(directory / SUMMARY_FILE, build_summary(config, problem, trajectory, report))
+    summary = build_summary(config, problem, trajectory, report)
+    summary.update(extra_summary or {})
+    summary_path = write_summary_json(directory / SUMMARY_FILE, summary)
     return {"trajectory": trajectory_path, "summary": summary_path}

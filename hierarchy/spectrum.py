@@ -267,6 +267,9 @@ class EmpiricalSpec:
     ``eigenvalues`` are sorted in decreasing order; the teacher profile
     ``w*_i^2 ∝ i^(-b)`` follows the rank ``i`` of the eigenvalue, and
     ``w(0) = s w* + sigma0 g / sqrt(d)`` as for finite power laws.
+    ``fit_first`` and ``fit_last`` (default: the last eigenvalue) bound the
+    index range of the power law fitted for comparison; a fit needs at least
+    three eigenvalues in that range.
     """
 
     eigenvalues: tuple
@@ -276,6 +279,8 @@ class EmpiricalSpec:
     seed: int = 0
     init_teacher_scale: float = 0.0
     provenance: dict | None = None
+    fit_first: int = 2
+    fit_last: int | None = None
 
     infinite = False
 
@@ -287,6 +292,13 @@ class EmpiricalSpec:
         _require(values.ndim == 1 and values.size >= 1, "eigenvalues must be a non-empty list of numbers")
         _require(bool(np.all(np.isfinite(values))) and bool(np.all(values > 0)), "eigenvalues must be finite and positive")
         _require(values.size <= MAX_DIMENSION, f"the spectrum has {values.size} eigenvalues, more than {MAX_DIMENSION}")
+        last = values.size if self.fit_last is None else self.fit_last
+        _require(
+            values.size < 3 and self.fit_last is None
+            or isinstance(self.fit_first, int) and isinstance(last, int) and 1 <= self.fit_first < last <= values.size,
+            f"fit_first = {self.fit_first!r}, fit_last = {self.fit_last!r} is invalid: the power-law fit range must "
+            f"satisfy 1 <= fit_first < fit_last <= {values.size} (the number of eigenvalues)",
+        )
         # Range checks shared with the power-law problem.
         PowerLawSpec(d=int(values.size), a=0.0, b=self.b, sigma0=self.sigma0, seed=self.seed,
                      init_teacher_scale=self.init_teacher_scale)

@@ -283,3 +283,24 @@ def test_simulate_command_rejects_bad_config(tmp_path, capsys, text, message):
 def test_check_command_is_registered(tmp_path, capsys):
     assert main(["check", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")]) == 2
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_run_on_measured_spectrum_compares_fitted_law(tmp_path, capsys):
+    eigenvalues = tmp_path / "eigenvalues.txt"
+    eigenvalues.write_text("\n".join(str(i ** -1.3) for i in range(1, 61)))
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[problem]\nspectrum = "file"\nspectrum_file = "eigenvalues.txt"\nfit_first = 1\n'
+        '[truncation]\nkind = "exact"\n[solver]\nt_first = 0.1\nt_end = 1e4\nn_out = 40\n'
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "power-law fit: a = 1.3000" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spectrum_comparison"]["fit"]["a"] == pytest.approx(1.3, rel=1e-9)
+    # The fitted law of an exact power law is the same spectrum, so the escape times agree.
+    measured = summary["spectrum_comparison"]["measured_spectrum"]["escape_time"]
+    fitted = summary["spectrum_comparison"]["fitted_power_law"]["escape_time"]
+    assert fitted == pytest.approx(measured, rel=1e-6)
+    assert (out / "spectrum.png").is_file()

@@ -25,7 +25,10 @@ def _error_message(tmp_path, text):
 
 
 def test_field_tables_match_dataclasses():
-    spectrum_keys = {"spectrum", "spectrum_file", "spectrum_kind", "normalisation", "dataset", "patch_size", "n_patches", "dataset_seed"}
+    spectrum_keys = {
+        "spectrum", "spectrum_file", "spectrum_kind", "normalisation", "dataset", "patch_size", "n_patches",
+        "dataset_seed", "fit_first", "fit_last",
+    }
     assert set(FIELD_TYPES["problem"]) == {field.name for field in dataclasses.fields(PowerLawSpec)} | spectrum_keys
     assert set(FIELD_TYPES["truncation"]) == {field.name for field in dataclasses.fields(TruncationOptions)}
     assert set(FIELD_TYPES["solver"]) == {field.name for field in dataclasses.fields(SolverOptions)}
