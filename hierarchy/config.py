@@ -553,6 +553,13 @@ def parse_simulate_config(document: dict, source: str | None = None) -> Simulate
     from .experiments import TrainingSettings
 
     prefix = f"{source}: " if source else ""
+    if isinstance(document, dict) and document.get("model"):
+        raise ConfigError(
+            f"{prefix}[model] is not supported by hierarchy simulate: its compiled training loops implement the "
+            "phase-retrieval gradient only; remove the table (or leave it empty) to train phase retrieval"
+        )
+    if isinstance(document, dict) and "model" in document:
+        document = {key: value for key, value in document.items() if key != "model"}
     _check_tables(document, SIMULATE_FIELD_TYPES, prefix)
     if "training" not in document:
         raise ConfigError(f"{prefix}missing table [training], which needs at least the keys method, eta and steps")

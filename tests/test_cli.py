@@ -304,3 +304,13 @@ def test_run_on_measured_spectrum_compares_fitted_law(tmp_path, capsys):
     fitted = summary["spectrum_comparison"]["fitted_power_law"]["escape_time"]
     assert fitted == pytest.approx(measured, rel=1e-6)
     assert (out / "spectrum.png").is_file()
+
+
+def test_simulate_rejects_other_models(tmp_path, capsys):
+    config = tmp_path / "sgd.toml"
+    config.write_text(
+        "[problem]\nd = 30\na = 1.0\n[training]\nmethod = \"sgd\"\neta = 0.01\nsteps = 10\n"
+        "[model]\nstudent = \"tanh(z)\"\n"
+    )
+    assert main(["simulate", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "phase-retrieval gradient only" in capsys.readouterr().err

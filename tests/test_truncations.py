@@ -285,3 +285,24 @@ def test_spectral_modes_merge_repeated_eigenvalues():
     modes = solve(build_spectral_modes(problem, MODEL, rule), t_out, rtol=1e-11, atol=1e-14)
     exact = solve(build_exact_flow(problem, MODEL), t_out, rtol=1e-11, atol=1e-14)
     assert np.max(np.abs(modes.observable("m1") / exact.observable("m1") - 1)) < 1e-8
+
+
+def test_spectral_modes_converge_geometrically_in_nodes_per_decade():
+    """At a fixed rule order the loss error falls like exp(-c n) in the number n of bins per decade."""
+    problem = PowerLawSpec(d=2000, a=1.5, b=0.0, sigma0=0.1, seed=0).build()
+    solver = SolverOptions(t_first=0.1, t_end=1e5, n_out=100, rtol=1e-12, atol=1e-16)
+    exact = integrate_problem(problem, MODEL, TruncationOptions(kind="exact"), solver)
+    relevant = exact.loss > 1e-8 * exact.loss[0]
+    bins = np.array([1, 2, 3, 4])
+    errors = []
+    for bins_per_decade in bins:
+        truncation = TruncationOptions(kind="spectral_modes", bins_per_decade=int(bins_per_decade), rule_order=4)
+        modes = integrate_problem(problem, MODEL, truncation, solver)
+        errors.append(np.max(np.abs(modes.loss[relevant] / exact.loss[relevant] - 1)))
+    slope, intercept = np.polyfit(bins, np.log(errors), 1)
+    fitted = slope * bins + intercept
+    residual = np.log(errors) - fitted
+    # A geometric rate: a straight line in log(error) against bins per decade,
+    # losing at least a factor e^1.5 (about 4.5) per added bin per decade.
+    assert slope < -1.5
+    assert np.max(np.abs(residual)) < 1.0
