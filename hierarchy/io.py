@@ -14,12 +14,12 @@ statistics and the phase report.
 import importlib
 import importlib.metadata
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .config import RunConfig
+from .json_values import to_json_value
 from .phases import PhaseReport
 from .spectrum import Problem
 from .trajectory import Trajectory
@@ -83,24 +83,6 @@ def read_trajectory_csv(path) -> dict:
 
     table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
     return {name: table[:, index].copy() for index, name in enumerate(names)}
-
-
-def to_json_value(value):
-    """Convert numpy scalars and arrays, tuples and non-finite floats to plain JSON types (``nan`` becomes ``None``)."""
-    if isinstance(value, dict):
-        return {str(key): to_json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_json_value(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 def build_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, report: PhaseReport) -> dict:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .json_values import to_json_value
 from .spectrum import InfinitePowerLawProblem, Problem
 from .trajectory import Trajectory
 from .truncation import build_spectral_rule
@@ -289,22 +290,7 @@ class PhaseReport:
 
     def to_dict(self) -> dict:
         """Return the report as plain JSON types, with every non-finite number replaced by ``None``."""
-        return _to_plain(asdict(self))
-
-
-def _to_plain(value):
-    if isinstance(value, dict):
-        return {str(key): _to_plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
+        return to_json_value(asdict(self))
 
 
 def analyze_phases(
@@ -644,7 +630,7 @@ class PhaseDetection:
 
     def to_dict(self) -> dict:
         """Return the detection as plain JSON types, with every non-finite number replaced by ``None``."""
-        return _to_plain(asdict(self))
+        return to_json_value(asdict(self))
 
 
 def detect_phases(
