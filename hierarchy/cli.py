@@ -433,5 +433,15 @@ def main(argv=None) -> int:
     except _InputError as error:
         print(f"hierarchy: error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT
+    except MemoryError:
+        print(
+            "hierarchy: error: out of memory: the requested problem is too large for this machine; "
+            "reduce d, the rule (bins_per_decade, rule_order), n_out or the number of seeds",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID_INPUT
+    except RecursionError:
+        print("hierarchy: error: the input is nested too deeply to process", file=sys.stderr)
+        return EXIT_INVALID_INPUT
     finally:
         _detach_log_handler(log_state)

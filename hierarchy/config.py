@@ -431,6 +431,8 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: the file is not UTF-8 ({error.reason} at byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: the file is nested too deeply to read") from None
     return document
 
 

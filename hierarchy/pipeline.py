@@ -5,10 +5,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .integrators import Event, solve
+from .spectrum import MAX_DIMENSION
 from .trajectory import Trajectory
 from .truncation import build_exact_flow, build_moment_hierarchy, build_spectral_modes, build_spectral_rule
 
 TRUNCATION_KINDS = ("exact", "spectral_modes", "moments")
+# Gauss-Legendre rules beyond 32 points gain nothing in double precision, and
+# 1000 bins per decade already give millions of modes over a few decades.
+MAX_RULE_ORDER = 32
+MAX_BINS_PER_DECADE = 1000
 
 
 def phase_events(rho1: float) -> tuple:
@@ -44,10 +49,17 @@ class TruncationOptions:
     def __post_init__(self):
         if self.kind not in TRUNCATION_KINDS:
             raise ValueError(f"truncation kind = {self.kind!r} is not available; choose one of {list(TRUNCATION_KINDS)}")
-        for name, lower in (("bins_per_decade", 1), ("rule_order", 1), ("exact_top", 0), ("exact_bottom", 0), ("order", 1)):
+        bounds = (
+            ("bins_per_decade", 1, MAX_BINS_PER_DECADE),
+            ("rule_order", 1, MAX_RULE_ORDER),
+            ("exact_top", 0, MAX_DIMENSION),
+            ("exact_bottom", 0, MAX_DIMENSION),
+            ("order", 1, 10_000),
+        )
+        for name, lower, upper in bounds:
             value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= lower):
-                raise ValueError(f"truncation {name} = {value!r} is invalid: it must be an integer >= {lower}")
+            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lower <= value <= upper):
+                raise ValueError(f"truncation {name} = {value!r} is invalid: it must be an integer in [{lower}, {upper}]")
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ class Trajectory:
             t=solution.t.copy(),
             m1=m1,
             q1=q1,
-            loss=np.asarray(model.loss(q1, m1, rho1), dtype=np.float64),
+            # A loss that does not depend on the statistics (a constant model) comes back as a scalar.
+            loss=np.broadcast_to(np.asarray(model.loss(q1, m1, rho1), dtype=np.float64), q1.shape).copy(),
             rho1=float(rho1),
             rho2=float(rho2),
             truncation=truncation,
