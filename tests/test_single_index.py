@@ -152,7 +152,8 @@ def test_parser_rejects_fast(text, reason):
     elapsed = time.perf_counter() - start
 
     assert reason in str(raised.value)
-    assert elapsed < 0.1
+    # Generous against a loaded CI machine; a rejection normally takes well under 10 ms.
+    assert elapsed < 1.0
 
 
 def test_parser_error_lists_allowed_syntax():
