@@ -353,7 +353,8 @@ def run_case(spec: PowerLawSpec, config: CheckConfig, model=None) -> CaseResult:
     problem, trajectory, truncation = integrate_case(spec, config, model)
     result = CaseResult(spec=spec, truncation=truncation, trajectory=trajectory)
     grid = config.grid
-    initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
+    # NumPy scalars overflow to inf on absurd spectra instead of raising OverflowError.
+    initial_loss = float(model.loss(np.float64(problem.q(1)), np.float64(problem.m(1)), np.float64(problem.rho1)))
     detection = detect_phases(
         trajectory, initial_loss=initial_loss, escape_level=grid.escape_level,
         convergence_tolerance=grid.convergence_tolerance, slope_tolerance=grid.slope_tolerance,

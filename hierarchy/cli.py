@@ -268,7 +268,8 @@ def _run(config_path: str, out_directory: str) -> int:
         # combinations that the configuration parser cannot.
         raise _InputError(f"{config_path}: {error}") from None
 
-    initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
+    # NumPy scalars overflow to inf on absurd spectra instead of raising OverflowError.
+    initial_loss = float(model.loss(np.float64(problem.q(1)), np.float64(problem.m(1)), np.float64(problem.rho1)))
     covers = bool(getattr(model, "is_phase_retrieval", False))
     tail_prediction = predict_tail_loss(problem, trajectory.t) if covers else None
     report = analyze_phases(

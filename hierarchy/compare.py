@@ -342,7 +342,8 @@ def run_comparison(config: CompareConfig, model=None) -> Comparison:
     if reference_kind == "finest_rule":
         reference_label += f", rule {reference_options.bins_per_decade} x {reference_options.rule_order}"
 
-    initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
+    # NumPy scalars overflow to inf on absurd spectra instead of raising OverflowError.
+    initial_loss = float(model.loss(np.float64(problem.q(1)), np.float64(problem.m(1)), np.float64(problem.rho1)))
     loss_floor = LOSS_FLOOR_FRACTION * initial_loss
     ignored = np.flatnonzero(~((reference.loss >= loss_floor) & (reference.loss > 0.0)))
 

@@ -145,3 +145,11 @@ def test_event_with_unknown_observable_rejected():
 
     with pytest.raises(ValueError, match="unknown observable 'x'"):
         solve(logistic(), [1.0], events=(Event("bad", "x", 0.5),))
+
+
+def test_oversized_system_rejected_before_allocation(monkeypatch):
+    from hierarchy.integrators import driver
+
+    monkeypatch.setattr(driver, "_physical_memory_bytes", lambda: 1024)
+    with pytest.raises(ValueError, match="GiB of work memory"):
+        solve(robertson(), [1.0])

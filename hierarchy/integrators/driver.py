@@ -7,6 +7,7 @@ at most ``STEPS_PER_CALL`` steps, and the whole run after ``max_steps``.
 
 import logging
 import math
+import os
 import time
 
 import numpy as np
@@ -105,6 +106,7 @@ def solve(
     t_out = np.ascontiguousarray(t_out, dtype=np.float64)
     _validate(t_out, t0, rtol, atol, max_steps, max_abs_state, max_wall_seconds, method)
     integrator = METHODS[method]
+    _check_memory(system, t_out.size, save_state)
 
     n_out = t_out.size
     n_obs = len(system.observable_names)
@@ -180,6 +182,36 @@ def solve(
             for i, event in enumerate(events)
         },
     )
+
+
+# Work arrays of a compiled method, in vectors of the system's size: the
+# stages, Newton and history arrays of the largest method (BDF, Radau IIA
+# complex stages) with a margin.
+WORK_VECTORS = 40
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(system, n_out, save_state):
+    """Raise ``ValueError`` before allocating when the integration cannot fit in this machine's memory."""
+    n = system.size
+    per_vector = 8 * n
+    band = 2 * system.kl + system.ku + 1 + system.kl + system.ku + 1
+    needed = per_vector * (WORK_VECTORS + band + 4 * system.rank)
+    if save_state:
+        needed += per_vector * n_out
+    available = _physical_memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"integrating {system.name} ({n} equations) needs about {needed / 2**30:.1f} GiB of work memory, more than "
+            f"this machine's {available / 2**30:.1f} GiB; use fewer equations (spectral modes instead of the exact flow, "
+            "a coarser rule) or a machine with more memory"
+        )
 
 
 def _prepare_events(system, params, events, y0, observed):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
@@ -128,7 +129,8 @@ def _integrate_point(document: dict) -> dict:
     model = config.model
     trajectory = integrate_problem(problem, model, config.truncation, config.solver)
 
-    initial_loss = float(model.loss(problem.q(1), problem.m(1), problem.rho1))
+    # NumPy scalars overflow to inf on absurd spectra instead of raising OverflowError.
+    initial_loss = float(model.loss(np.float64(problem.q(1)), np.float64(problem.m(1)), np.float64(problem.rho1)))
     covers = bool(getattr(model, "is_phase_retrieval", False))
     tail_prediction = predict_tail_loss(problem, trajectory.t) if covers else None
     report = analyze_phases(
