@@ -260,6 +260,11 @@ def parse_check_config(document: dict, source: str | None = None) -> CheckConfig
     prefix = f"{source}: " if source else ""
     for table, values in document.items():
         if table not in ("check", "solver"):
+            if table == "model":
+                raise CheckConfigError(
+                    f"{prefix}[model]: hierarchy check tests the closed-form predictions of phase retrieval only, "
+                    "so it takes no model; use hierarchy run or compare for other models"
+                )
             raise CheckConfigError(f"{prefix}[{table}]: unknown table; a check configuration has [check] and [solver]")
         if not isinstance(values, dict):
             raise CheckConfigError(f"{prefix}{table}: expected a table, got {_describe(values)}")

@@ -261,3 +261,10 @@ def test_example_grid_runs(tmp_path, capsys):
     exponents = [row for row in rows if row["quantity"] == "tail_exponent" and row["d"] == "inf"]
     assert len(exponents) == 3
     assert all(abs(float(row["relative_error"])) < 0.01 for row in exponents)
+
+
+def test_check_config_explains_model_table():
+    from hierarchy.check_config import CheckConfigError, parse_check_config
+
+    with pytest.raises(CheckConfigError, match="phase retrieval only"):
+        parse_check_config({"check": {"a": [1.5], "d": [100]}, "model": {"student": "tanh(z)"}}, source="grid.toml")
