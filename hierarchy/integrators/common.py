@@ -9,6 +9,8 @@ array indexed by the ``STAT_*`` constants.
 import numba
 import numpy as np
 
+from .structured_linalg import REDUCTION_FASTMATH
+
 STATUS_SUCCESS = 0
 STATUS_DIVERGED = 1
 STATUS_STEP_SIZE_COLLAPSE = 2

@@ -124,7 +124,6 @@ def integrate_rosenbrock(
     capacitance_pivots = np.zeros(rank, dtype=np.int64)
 
     u = np.zeros((stages, n))
-    coupling = np.zeros(stages)
     f0 = np.empty(n)
     stage_argument = np.empty(n)
     stage_rhs = np.empty(n)
@@ -185,22 +184,27 @@ def integrate_rosenbrock(
                 for k in range(n):
                     stage_rhs[k] = f0[k]
             else:
+                # Sums over earlier stages run one stage at a time, so that
+                # every loop over the n components is contiguous and vectorises.
                 for k in range(n):
-                    total = y[k]
-                    for j in range(i):
-                        total += a[i, j] * u[j, k]
-                    stage_argument[k] = total
+                    stage_argument[k] = y[k]
+                for j in range(i):
+                    weight = a[i, j]
+                    if weight != 0.0:
+                        for k in range(n):
+                            stage_argument[k] += weight * u[j, k]
                 rhs(t, stage_argument, params, drive, stage_rhs)
                 stats[STAT_RHS] += 1
-            # Divide by h once per stage, not once per component.
-            for j in range(i):
-                coupling[j] = c[i, j] / h
             for k in range(n):
-                total = stage_rhs[k]
-                for j in range(i):
-                    total += coupling[j] * u[j, k]
-                u[i, k] = total
-                stage_argument[k] = total
+                u[i, k] = stage_rhs[k]
+            for j in range(i):
+                # Divide by h once per stage, not once per component.
+                weight = c[i, j] / h
+                if weight != 0.0:
+                    for k in range(n):
+                        u[i, k] += weight * u[j, k]
+            for k in range(n):
+                stage_argument[k] = u[i, k]
             solve_structured(lu, multipliers, pivots, kl, ku, V, Z, capacitance, capacitance_pivots, u[i])
             if not all_finite(u[i]):
                 stage_failed = True
@@ -224,13 +228,15 @@ def integrate_rosenbrock(
 
         # New solution and embedded error estimate.
         for k in range(n):
-            total = y[k]
-            error_total = 0.0
-            for j in range(stages):
-                total += b[j] * u[j, k]
-                error_total += error_weights[j] * u[j, k]
-            y_new[k] = total
-            error[k] = error_total
+            y_new[k] = y[k]
+            error[k] = 0.0
+        for j in range(stages):
+            weight = b[j]
+            error_weight = error_weights[j]
+            if weight != 0.0 or error_weight != 0.0:
+                for k in range(n):
+                    y_new[k] += weight * u[j, k]
+                    error[k] += error_weight * u[j, k]
         error_norm = weighted_rms(error, y, y_new, rtol, atol)
         if not (np.isfinite(error_norm) and all_finite(y_new)):
             stats[STAT_REJECTED] += 1
@@ -256,12 +262,19 @@ def integrate_rosenbrock(
         if outputs_in_step or event_spec.shape[0] > 0:
             # Dense output as a cubic in theta:
             # y0 + theta (y1 - y0 + k1) + theta^2 (k2 - k1) - theta^3 k2.
+            # polynomial[2] and polynomial[3] first collect k1 and k2.
             for k in range(n):
-                first = 0.0
-                second = 0.0
-                for j in range(stages):
-                    first += dense[0, j] * u[j, k]
-                    second += dense[1, j] * u[j, k]
+                polynomial[2, k] = 0.0
+                polynomial[3, k] = 0.0
+            for j in range(stages):
+                first_weight = dense[0, j]
+                second_weight = dense[1, j]
+                for k in range(n):
+                    polynomial[2, k] += first_weight * u[j, k]
+                    polynomial[3, k] += second_weight * u[j, k]
+            for k in range(n):
+                first = polynomial[2, k]
+                second = polynomial[3, k]
                 polynomial[0, k] = y[k]
                 polynomial[1, k] = y_new[k] - y[k] + first
                 polynomial[2, k] = second - first

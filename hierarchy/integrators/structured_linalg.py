@@ -31,9 +31,15 @@ core away from the singular value.
 import numba
 import numpy as np
 
+# Compiler flags of the kernels that sum over the n components: reassociation
+# lets those sums vectorise instead of waiting on one accumulator. No flag that
+# assumes finite values is set, so the NaN and infinity checks keep working.
+REDUCTION_FASTMATH = {"reassoc", "contract"}
+
 # Storage of the factorised core: row i of ``lu`` holds columns
 # i - kl .. i + kl + ku of U (the extra kl columns receive fill-in from row
-# interchanges), so lu[i, j - i + kl] is entry (i, j).
+# interchanges), so lu[i, j - i + kl] is entry (i, j). A diagonal core
+# (kl = ku = 0) is the exception: lu[i, 0] holds 1 / C_ii.
 
 
 @numba.njit(cache=True)
@@ -64,6 +70,24 @@ def factor_shifted_band(shift, band, kl, ku, lu, multipliers, pivots):
     """
     n = band.shape[0]
     width = 2 * kl + ku + 1
+
+    if kl == 0 and ku == 0:
+        # Diagonal core (exact flow, spectral modes): no elimination and no
+        # pivoting. lu holds the reciprocals of the diagonal, so that every
+        # solve multiplies instead of dividing.
+        scale = 0.0
+        smallest_pivot = np.inf
+        for i in range(n):
+            value = shift - band[i, 0]
+            pivots[i] = i
+            size = abs(value)
+            scale = max(scale, size)
+            smallest_pivot = min(smallest_pivot, size)
+        if scale == 0.0 or smallest_pivot == 0.0:
+            return 0.0
+        for i in range(n):
+            lu[i, 0] = 1.0 / (shift - band[i, 0])
+        return smallest_pivot / scale
 
     scale = 0.0
     for i in range(n):
@@ -119,6 +143,12 @@ def factor_shifted_band(shift, band, kl, ku, lu, multipliers, pivots):
 def solve_shifted_band(lu, multipliers, pivots, kl, ku, x):
     """Overwrite ``x`` with ``C^{-1} x`` from the factors of ``factor_shifted_band``."""
     n = x.shape[0]
+
+    if kl == 0 and ku == 0:
+        # lu holds the reciprocals of the diagonal core.
+        for i in range(n):
+            x[i] *= lu[i, 0]
+        return
 
     for j in range(n):
         pivot_row = pivots[j]
@@ -269,8 +299,21 @@ def structured_residual(shift, band, kl, ku, U, V, x, rhs):
     """
     n = x.shape[0]
     r = U.shape[1]
-    residual = np.zeros_like(x)
-    magnitude = np.zeros(n)
+    # The projections V^T x and |V|^T |x| first, so that one pass over the
+    # rows then forms each residual and its magnitude without work arrays.
+    projection = np.zeros(r, dtype=x.dtype)
+    projection_size = np.zeros(r)
+    for a in range(r):
+        total = projection[a]
+        size = 0.0
+        for i in range(n):
+            total += V[i, a] * x[i]
+            size += abs(V[i, a] * x[i])
+        projection[a] = total
+        projection_size[a] = size
+
+    largest_residual = 0.0
+    largest_magnitude = 0.0
     for i in range(n):
         total = shift * x[i]
         size = abs(shift * x[i])
@@ -278,23 +321,11 @@ def structured_residual(shift, band, kl, ku, U, V, x, rhs):
             product = band[i, j - i + kl] * x[j]
             total -= product
             size += abs(product)
-        residual[i] = rhs[i] - total
-        magnitude[i] = size + abs(rhs[i])
-    for a in range(r):
-        projection = 0.0
-        projection_size = 0.0
-        for i in range(n):
-            projection += V[i, a] * x[i]
-            projection_size += abs(V[i, a] * x[i])
-        for i in range(n):
-            residual[i] += U[i, a] * projection
-            magnitude[i] += abs(U[i, a]) * projection_size
-
-    largest_residual = 0.0
-    largest_magnitude = 0.0
-    for i in range(n):
-        largest_residual = max(largest_residual, abs(residual[i]))
-        largest_magnitude = max(largest_magnitude, magnitude[i])
+        for a in range(r):
+            total -= U[i, a] * projection[a]
+            size += abs(U[i, a]) * projection_size[a]
+        largest_residual = max(largest_residual, abs(rhs[i] - total))
+        largest_magnitude = max(largest_magnitude, size + abs(rhs[i]))
     if largest_magnitude == 0.0:
         return 0.0
     return largest_residual / largest_magnitude
