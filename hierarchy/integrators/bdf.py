@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import types
 
-from ..kernel_types import DriveType, JacType, ObserveType, RhsType, f64, matrix, vector
+from ..kernel_types import matrix
 from .common import (
     MIN_FACTOR,
     NOT_REJECTED,
@@ -61,6 +61,7 @@ from .common import (
     all_finite,
     initial_step,
     max_abs,
+    stepper_signature,
     weighted_rms,
     locate_events,
     write_dense_outputs,
@@ -126,36 +127,12 @@ NEWTON_NOT_CONVERGED = 1
 NEWTON_NONFINITE = 2
 NEWTON_SINGULAR = 3
 
-_int = types.int64
-_ivector = types.int64[::1]
-
-BDF_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
-    RhsType,  # rhs
-    JacType,  # jac
-    ObserveType,  # observe
-    DriveType,  # drive
-    vector,  # params
-    vector,  # y (advanced in place)
-    f64,  # t
-    f64,  # h
-    vector,  # output times
-    _int,  # index of the first output time to fill
-    matrix,  # observables at the output times (filled)
-    matrix,  # states at the output times (filled when save_state)
-    types.boolean,  # save_state
-    _int,  # kl
-    _int,  # ku
-    _int,  # rank of the low-rank part
-    f64,  # rtol
-    f64,  # atol
-    _int,  # step budget for this call
-    f64,  # largest admissible |y_i|
-    _ivector,  # step statistics (accumulated)
-    _int,  # maximum order
-    matrix,  # backward differences, (DIFFERENCE_ROWS, n), kept between calls
-    _ivector,  # history flags, (HISTORY_SIZE,), kept between calls
-    matrix,  # event specification, one row per event (see common.locate_events)
-    matrix,  # event state, one row per event (updated)
+BDF_SIGNATURE = stepper_signature(
+    history=(
+        types.int64,  # maximum order
+        matrix,  # backward differences, (DIFFERENCE_ROWS, n), kept between calls
+        types.int64[::1],  # history flags, (HISTORY_SIZE,), kept between calls
+    )
 )
 
 

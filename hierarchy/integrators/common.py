@@ -8,8 +8,57 @@ array indexed by the ``STAT_*`` constants.
 
 import numba
 import numpy as np
+from numba import types
 
-from .structured_linalg import REDUCTION_FASTMATH
+from ..kernel_types import DriveType, JacType, ObserveType, RhsType, f64, matrix, vector
+
+# Argument types of a compiled stepper, in the order of its parameters. Each
+# method inserts its own arguments (coefficients, kept history) between these
+# groups; see ``stepper_signature``.
+_int = types.int64
+STEPPER_SYSTEM_ARGUMENTS = (
+    RhsType,  # rhs
+    JacType,  # jac
+    ObserveType,  # observe
+    DriveType,  # drive
+    vector,  # params
+    vector,  # y (advanced in place)
+    f64,  # t
+    f64,  # h
+    vector,  # output times
+    _int,  # index of the first output time to fill
+    matrix,  # observables at the output times (filled)
+    matrix,  # states at the output times (filled when save_state)
+    types.boolean,  # save_state
+    _int,  # kl
+    _int,  # ku
+    _int,  # rank of the low-rank part
+)
+STEPPER_CONTROL_ARGUMENTS = (
+    f64,  # rtol
+    f64,  # atol
+    _int,  # step budget for this call
+    f64,  # largest admissible |y_i|
+    types.int64[::1],  # step statistics (accumulated)
+)
+STEPPER_EVENT_ARGUMENTS = (
+    matrix,  # event specification, one row per event (see locate_events)
+    matrix,  # event state, one row per event (updated)
+)
+# Every stepper returns (status, t, h, next_out, rejection_reason).
+STEPPER_RESULT = types.Tuple((_int, f64, f64, _int, _int))
+
+
+def stepper_signature(coefficients=(), history=()):
+    """Return the Numba signature of a stepper with the method's own argument types.
+
+    ``coefficients`` come after the system arguments and ``history`` after the
+    control arguments; the event arguments are always last.
+    """
+    return STEPPER_RESULT(
+        *STEPPER_SYSTEM_ARGUMENTS, *coefficients, *STEPPER_CONTROL_ARGUMENTS, *history, *STEPPER_EVENT_ARGUMENTS
+    )
+
 
 STATUS_SUCCESS = 0
 STATUS_DIVERGED = 1

@@ -18,9 +18,7 @@ The coefficients are computed below from their defining conditions.
 
 import numba
 import numpy as np
-from numba import types
 
-from ..kernel_types import DriveType, JacType, ObserveType, RhsType, f64, matrix, vector
 from .common import (
     MAX_FACTOR,
     MIN_FACTOR,
@@ -49,6 +47,7 @@ from .common import (
     all_finite,
     initial_step,
     max_abs,
+    stepper_signature,
     weighted_rms,
     locate_events,
     write_dense_outputs,
@@ -123,34 +122,7 @@ MIN_ERROR_NORM = 1e-10
 # Floor of the previous step's error norm in the predictive controller.
 MIN_PREDICTIVE_ERROR_NORM = 1e-2
 
-_int = types.int64
-_ivector = types.int64[::1]
-
-RADAU_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
-    RhsType,  # rhs
-    JacType,  # jac
-    ObserveType,  # observe
-    DriveType,  # drive
-    vector,  # params
-    vector,  # y (advanced in place)
-    f64,  # t
-    f64,  # h
-    vector,  # output times
-    _int,  # index of the first output time to fill
-    matrix,  # observables at the output times (filled)
-    matrix,  # states at the output times (filled when save_state)
-    types.boolean,  # save_state
-    _int,  # kl
-    _int,  # ku
-    _int,  # rank of the low-rank part
-    f64,  # rtol
-    f64,  # atol
-    _int,  # step budget for this call
-    f64,  # largest admissible |y_i|
-    _ivector,  # step statistics (accumulated)
-    matrix,  # event specification, one row per event (see common.locate_events)
-    matrix,  # event state, one row per event (updated)
-)
+RADAU_SIGNATURE = stepper_signature()
 
 
 @numba.njit(RADAU_SIGNATURE, cache=True)

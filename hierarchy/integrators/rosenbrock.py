@@ -17,9 +17,8 @@ the method, so the output grid does not constrain the steps.
 
 import numba
 import numpy as np
-from numba import types
 
-from ..kernel_types import DriveType, JacType, ObserveType, RhsType, f64, matrix, vector
+from ..kernel_types import f64, matrix, vector
 from .common import (
     MAX_FACTOR,
     MIN_FACTOR,
@@ -46,45 +45,23 @@ from .common import (
     initial_step,
     max_abs,
     locate_events,
+    stepper_signature,
     weighted_rms,
     write_dense_outputs,
 )
 from .structured_linalg import factor_structured, solve_structured, structured_residual
 
-_int = types.int64
-_ivector = types.int64[::1]
 
-STEPPER_SIGNATURE = types.Tuple((_int, f64, f64, _int, _int))(
-    RhsType,  # rhs
-    JacType,  # jac
-    ObserveType,  # observe
-    DriveType,  # drive
-    vector,  # params
-    vector,  # y (advanced in place)
-    f64,  # t
-    f64,  # h
-    vector,  # output times
-    _int,  # index of the first output time to fill
-    matrix,  # observables at the output times (filled)
-    matrix,  # states at the output times (filled when save_state)
-    types.boolean,  # save_state
-    _int,  # kl
-    _int,  # ku
-    _int,  # rank of the low-rank part
-    f64,  # gamma
-    matrix,  # a
-    matrix,  # c
-    vector,  # b
-    vector,  # error weights
-    matrix,  # dense-output coefficients
-    f64,  # error exponent
-    f64,  # rtol
-    f64,  # atol
-    _int,  # step budget for this call
-    f64,  # largest admissible |y_i|
-    _ivector,  # step statistics (accumulated)
-    matrix,  # event specification, one row per event (see common.locate_events)
-    matrix,  # event state, one row per event (updated)
+STEPPER_SIGNATURE = stepper_signature(
+    coefficients=(
+        f64,  # gamma
+        matrix,  # a
+        matrix,  # c
+        vector,  # b
+        vector,  # error weights
+        matrix,  # dense-output coefficients
+        f64,  # error exponent
+    )
 )
 
 

@@ -31,11 +31,6 @@ core away from the singular value.
 import numba
 import numpy as np
 
-# Compiler flags of the kernels that sum over the n components: reassociation
-# lets those sums vectorise instead of waiting on one accumulator. No flag that
-# assumes finite values is set, so the NaN and infinity checks keep working.
-REDUCTION_FASTMATH = {"reassoc", "contract"}
-
 # Storage of the factorised core: row i of ``lu`` holds columns
 # i - kl .. i + kl + ku of U (the extra kl columns receive fill-in from row
 # interchanges), so lu[i, j - i + kl] is entry (i, j). A diagonal core
