@@ -454,15 +454,16 @@ def integrate_bdf(
         # Predictor and the history term of the NDF of the current order.
         alpha = NDF_ALPHA[order]
         c = h / alpha
+        # One difference at a time, so that each loop over the n components
+        # reads memory contiguously.
         for k in range(n):
-            predicted = 0.0
-            history_term = 0.0
-            for j in range(order + 1):
-                predicted += differences[j, k]
-            for j in range(1, order + 1):
-                history_term += NDF_GAMMA[j] * differences[j, k]
-            y_pred[k] = predicted
-            psi[k] = history_term / alpha
+            y_pred[k] = differences[0, k]
+            psi[k] = 0.0
+        for j in range(1, order + 1):
+            weight = NDF_GAMMA[j] / alpha
+            for k in range(n):
+                y_pred[k] += differences[j, k]
+                psi[k] += weight * differences[j, k]
 
         # Newton solve, refreshing a Jacobian from an earlier step once
         # before giving up on this step size.
