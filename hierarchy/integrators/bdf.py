@@ -216,7 +216,7 @@ def dense_output_coefficients(differences, order, polynomial):
 
 @numba.njit(cache=True)
 def solve_ndf_system(
-    rhs, drive, params, t_new, y_old, y_pred, psi, c, newton_tolerance, rate_estimate, rtol, atol,
+    rhs, drive, params, t_new, y_old, y_pred, psi, c, newton_tolerance, rtol, atol,
     band, kl, ku, U, V, lu, multipliers, pivots, Z, capacitance, capacitance_pivots,
     y_new, correction, f_new, increment, stats,
 ):
@@ -227,9 +227,12 @@ def solve_ndf_system(
     ``lu, ..., capacitance_pivots``. The iteration stops as converged when
     the contraction rate predicts an error below ``newton_tolerance`` in the
     weighted RMS norm, and as failed when it diverges or cannot get there
-    within ``NEWTON_MAX_ITERATIONS``. ``rate_estimate`` (negative when
-    unknown) is the rate of the previous solve with the same factors and lets
-    the first iteration converge.
+    within ``NEWTON_MAX_ITERATIONS``. The rate is always measured within this
+    solve, so at least two iterations are needed unless the first correction
+    is exactly zero. Accepting the first iterate on the rate of an earlier
+    step (as CVODE does) returned wrong solutions with status success on the
+    stiff Van der Pol problem after its fast jumps, where the Jacobian kept
+    from an earlier step no longer fits.
 
     Returns ``(outcome, iterations, rate)`` with outcome one of the
     ``NEWTON_*`` codes. ``y_new`` and ``correction`` contain the last iterate.
@@ -239,7 +242,7 @@ def solve_ndf_system(
         y_new[k] = y_pred[k]
         correction[k] = 0.0
 
-    rate = rate_estimate
+    rate = -1.0
     previous_norm = 0.0
     for iteration in range(NEWTON_MAX_ITERATIONS):
         rhs(t_new, y_new, params, drive, f_new)
@@ -281,7 +284,7 @@ def solve_ndf_system(
 
         if norm == 0.0:
             return NEWTON_CONVERGED, iteration + 1, rate
-        if 0.0 <= rate < 1.0 and rate / (1.0 - rate) * norm < newton_tolerance:
+        if iteration > 0 and rate / (1.0 - rate) * norm < newton_tolerance:
             return NEWTON_CONVERGED, iteration + 1, rate
         previous_norm = norm
 
@@ -428,7 +431,6 @@ def integrate_bdf(
     jacobian_stale = True  # evaluate J before the next Newton solve
     jacobian_fresh = False  # J was evaluated during the current step
     factored_c = 0.0  # c of the current factorisation, or 0 when there is none
-    rate_estimate = -1.0  # contraction rate with the current factors, or < 0 when unknown
 
     steps_taken = 0
     while next_out < n_out:
@@ -482,24 +484,19 @@ def integrate_bdf(
                     1.0 / c, band, kl, ku, U, V, lu, multipliers, pivots, Z, capacitance, capacitance_pivots
                 )
                 stats[STAT_FACTORIZATIONS] += 1
-                rate_estimate = -1.0
                 if not (pivot_quality > 0.0):
                     factored_c = 0.0
                     outcome = NEWTON_SINGULAR
                     break
                 factored_c = c
             outcome, iterations, rate = solve_ndf_system(
-                rhs, drive, params, t_new, y, y_pred, psi, c, newton_tolerance, rate_estimate, rtol, atol,
+                rhs, drive, params, t_new, y, y_pred, psi, c, newton_tolerance, rtol, atol,
                 band, kl, ku, U, V, lu, multipliers, pivots, Z, capacitance, capacitance_pivots,
                 y_new, correction, f_new, work, stats,
             )
-            if outcome == NEWTON_CONVERGED:
-                # A rate of exactly 0 would let any first iterate pass.
-                rate_estimate = rate if rate > 0.0 else -1.0
             if outcome != NEWTON_NOT_CONVERGED:
                 break
             stats[STAT_NEWTON_FAILURES] += 1
-            rate_estimate = -1.0
             if jacobian_fresh:
                 break
             jacobian_stale = True
