@@ -578,6 +578,16 @@ def test_corrupted_cache_file_is_regenerated(model_cache):
     assert path.read_text(encoding="utf-8").startswith(f"# Model cache key: {model.cache_key}\n")
 
 
+def test_coefficients_beyond_int64_compile_as_floats(model_cache):
+    """A coefficient of 1e9 in a cubic student gives moment coefficients near 2e19, above the int64 range."""
+    model = SingleIndexModel("1000000000*z**3", "z**3")
+    values = {q[1]: 0.5, m[1]: 0.2, rho[1]: 1.0}
+    alpha = model.equations.equations.alpha
+    assert max(abs(number.p) for number in alpha.atoms(sympy.Rational)) > 2**63
+    expected = float(alpha.xreplace(values))
+    assert model.drive(0.5, 0.2, 1.0)[0] == pytest.approx(expected, rel=1e-12)
+
+
 _SECOND_PROCESS_SCRIPT = """
 import json, logging, os
 logging.basicConfig(level=logging.INFO)

@@ -105,6 +105,26 @@ def _to_arguments(expression: sympy.Expr, name: str) -> sympy.Expr:
     return rewritten
 
 
+# Integers beyond 2^53 are not exact as floats anyway, and beyond 2^63 Numba
+# cannot type them as int64 literals at all.
+LARGEST_EXACT_INTEGER = 2**53
+
+
+def _large_rationals_as_floats(expression: sympy.Expr) -> sympy.Expr:
+    """Replace every rational constant with a numerator or denominator above 2^53 by its float value.
+
+    A user's coefficient of 1e9 in a cubic student gives products such as
+    2.25e19 in the moments, which the generated kernels must not print as
+    integer literals.
+    """
+    large = {
+        number: sympy.Float(number, 17)
+        for number in expression.atoms(sympy.Rational)
+        if abs(number.p) > LARGEST_EXACT_INTEGER or number.q > LARGEST_EXACT_INTEGER
+    }
+    return expression.xreplace(large) if large else expression
+
+
 def _print_code(printer: PythonCodePrinter, expression: sympy.Expr, name: str) -> str:
     """Print one expression as a Python expression, with constants as float literals.
 
@@ -114,7 +134,7 @@ def _print_code(printer: PythonCodePrinter, expression: sympy.Expr, name: str) -
     if expression.is_Number:
         return repr(float(expression))
     try:
-        return printer.doprint(expression)
+        return printer.doprint(_large_rationals_as_floats(expression))
     except PrintMethodNotImplementedError as error:
         raise ValueError(f"cannot generate code for {name} = {expression}: {error}") from error
 
