@@ -389,8 +389,9 @@ def run_case(spec: PowerLawSpec, config: CheckConfig, model=None) -> CaseResult:
 def run_check(config: CheckConfig, model=None) -> CheckResult:
     """Run every case of ``config``'s grid and return the measurements next to the predictions.
 
-    A case whose integration or prediction raises ``ValueError`` or
-    ``RuntimeError`` is kept with its ``error`` set, and the other cases go on.
+    A case whose integration or prediction raises ``ValueError``,
+    ``RuntimeError``, ``ArithmeticError`` or ``MemoryError`` is kept with its
+    ``error`` set, and the other cases go on.
     """
     model = PhaseRetrieval() if model is None else model
     specs, skipped = build_cases(config)
@@ -402,6 +403,9 @@ def run_check(config: CheckConfig, model=None) -> CheckResult:
         except (ValueError, RuntimeError, ArithmeticError) as error:
             logger.error("case %s failed: %s", case_label(spec), error)
             case = CaseResult(spec=spec, truncation="", error=f"{type(error).__name__}: {error}")
+        except MemoryError:
+            logger.error("case %s failed: out of memory", case_label(spec))
+            case = CaseResult(spec=spec, truncation="", error="MemoryError: out of memory; this case is too large for this machine")
         else:
             if not case.trajectory.success:
                 logger.warning("case %s: integration %s: %s", case.label, case.trajectory.status, case.trajectory.message)
@@ -633,6 +637,11 @@ def run_check_command(arguments: argparse.Namespace) -> int:
             config = load_check_config(arguments.config)
         except CheckConfigError as error:
             print(f"hierarchy check: error: {error}", file=sys.stderr)
+            return EXIT_INVALID_INPUT
+        specs, skipped = build_cases(config)
+        if not specs:
+            reasons = "; ".join(f"{description}: {reason}" for description, reason in skipped)
+            print(f"hierarchy check: error: every case of the grid is skipped ({reasons})", file=sys.stderr)
             return EXIT_INVALID_INPUT
         result = run_check(config)
         try:

@@ -32,6 +32,7 @@ Only ``a``, ``b``, ``d`` and ``t_end`` are required. Every error is a
 unknown tables and keys are errors too.
 """
 
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -181,6 +182,11 @@ def _reject_duplicates(reader: _Reader, key: str, values: list) -> None:
         seen.add(value)
 
 
+logger = logging.getLogger(__name__)
+
+# Each case is a full integration of seconds to minutes.
+MAX_CASES = 10_000
+
 _CHECK_KEYS = (
     "a", "b", "d", "sigma0", "seeds", "t_end", "init_teacher_scale", "init_isotropic_exponent",
     "rule", "rule_tolerance", "escape_level", "convergence_tolerance", "slope_tolerance",
@@ -225,7 +231,29 @@ def _parse_grid(prefix: str, values: dict) -> CheckGrid:
     )
     if grid.escape_level >= 1.0:
         raise reader.error("escape_level", f"{grid.escape_level!r} is invalid; |m_1| / rho_1 tends to 1, so it must be below 1")
+    _warn_settings_without_effect(prefix, values, grid)
+    cases = len(grid.a) * len(grid.b) * len(grid.sigma0) * sum(1 if math.isinf(d) else len(grid.seeds) for d in grid.d)
+    if cases > MAX_CASES:
+        raise reader.error(
+            "a",
+            f"the grid a x b x d x sigma0 x seeds has {cases} cases, more than the limit of {MAX_CASES}; "
+            "split it into several checks",
+        )
     return grid
+
+
+def _warn_settings_without_effect(prefix: str, values: dict, grid: CheckGrid) -> None:
+    """Log the keys that no case of the grid uses, so that no setting is ignored without a word."""
+    finite = [d for d in grid.d if not math.isinf(d)]
+    if "seeds" in values and not finite:
+        logger.warning("%s[check] seeds: no case uses it, because every d is inf, where the start has no seed", prefix)
+    if len(finite) == len(grid.d):
+        unused = [key for key in ("init_teacher_scale", "init_isotropic_exponent", "rule", "rule_tolerance") if key in values]
+        if unused:
+            logger.warning(
+                "%s[check] %s: no case uses %s, because they apply only to d = inf and every d is finite",
+                prefix, ", ".join(unused), "it" if len(unused) == 1 else "them",
+            )
 
 
 def _parse_solver(prefix: str, values: dict, t_end: float) -> SolverOptions:

@@ -421,7 +421,10 @@ def main(argv=None) -> int:
 
     if arguments.command == "check":
         # The check command attaches and removes its own log handler.
-        return run_check_command(arguments)
+        try:
+            return run_check_command(arguments)
+        except (MemoryError, RecursionError) as error:
+            return _report_resource_error(error)
 
     log_state = _attach_log_handler(arguments.quiet)
     try:
@@ -434,15 +437,20 @@ def main(argv=None) -> int:
     except _InputError as error:
         print(f"hierarchy: error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT
-    except MemoryError:
+    except (MemoryError, RecursionError) as error:
+        return _report_resource_error(error)
+    finally:
+        _detach_log_handler(log_state)
+
+
+def _report_resource_error(error: BaseException) -> int:
+    """Print the message for an input too large or too deeply nested to process and return the exit code."""
+    if isinstance(error, RecursionError):
+        print("hierarchy: error: the input is nested too deeply to process", file=sys.stderr)
+    else:
         print(
             "hierarchy: error: out of memory: the requested problem is too large for this machine; "
             "reduce d, the rule (bins_per_decade, rule_order), n_out or the number of seeds",
             file=sys.stderr,
         )
-        return EXIT_INVALID_INPUT
-    except RecursionError:
-        print("hierarchy: error: the input is nested too deeply to process", file=sys.stderr)
-        return EXIT_INVALID_INPUT
-    finally:
-        _detach_log_handler(log_state)
+    return EXIT_INVALID_INPUT

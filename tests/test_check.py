@@ -106,6 +106,40 @@ def test_invalid_configuration(document, message):
         parse_check_config(document, "grid.toml")
 
 
+def test_grid_above_case_limit_rejected():
+    grid = _grid(a=[1.0 + 0.01 * i for i in range(100)], b=[0.1 * i for i in range(10)], seeds=list(range(11)))
+    with pytest.raises(CheckConfigError, match=r"\[check\] a: the grid a x b x d x sigma0 x seeds has 11000 cases, more than the limit of 10000"):
+        parse_check_config(grid)
+
+
+def test_settings_no_case_uses_are_logged(caplog):
+    with caplog.at_level("WARNING", logger="hierarchy.check_config"):
+        parse_check_config(_grid(d=[math.inf], seeds=[1, 2]))
+        parse_check_config(_grid(d=[100], rule="fixed", init_teacher_scale=0.01))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("[check] seeds: no case uses it" in message for message in messages)
+    assert any("[check] init_teacher_scale, rule: no case uses them" in message for message in messages)
+
+
+def test_main_check_every_case_skipped(tmp_path, capsys):
+    config = _write(tmp_path, SMALL_GRID.replace("a = [0.0, 2.0]", "a = [0.5]").replace("d = [200, inf]", "d = [inf]"))
+    assert main_check([str(config), "--out", str(tmp_path / "out"), "--quiet"]) == EXIT_INVALID_INPUT
+    assert "every case of the grid is skipped (a = 0.5, b = 0, d = inf, sigma0 = 0.1: d = inf needs a + b > 1)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_case_out_of_memory_is_kept_as_failed_case(monkeypatch):
+    import hierarchy.check as check_module
+
+    def exhaust_memory(spec, config, model):
+        raise MemoryError
+
+    monkeypatch.setattr(check_module, "integrate_case", exhaust_memory)
+    result = run_check(parse_check_config(_grid()))
+    assert not result.success
+    assert result.cases[0].error.startswith("MemoryError: out of memory")
+
+
 def test_configuration_file_errors(tmp_path):
     with pytest.raises(CheckConfigError, match="configuration file not found"):
         load_check_config(tmp_path / "missing.toml")
