@@ -64,7 +64,7 @@ else:  # pragma: no cover - the package supports Python 3.10 through tomli
 
 from .integrators import METHODS
 from .model import PhaseRetrieval, model_from_config
-from .pipeline import SolverOptions, TruncationOptions
+from .pipeline import MAX_BINS_PER_DECADE, MAX_RULE_ORDER, SolverOptions, TruncationOptions
 from .builtin_datasets import DATASETS, load_builtin
 from .data_spectra import load_spectrum, spectrum_from_data
 from .spectrum import EmpiricalSpec, PowerLawSpec
@@ -263,10 +263,16 @@ class CompareOptions:
 
     def __post_init__(self):
         for rule in self.spectral_rules:
-            if not (len(rule) == 2 and all(_is_integer(value) and value >= 1 for value in rule)):
+            if not (
+                len(rule) == 2
+                and all(_is_integer(value) for value in rule)
+                and 1 <= rule[0] <= MAX_BINS_PER_DECADE
+                and 1 <= rule[1] <= MAX_RULE_ORDER
+            ):
                 raise ValueError(
                     f"spectral_rules = {_plain_lists(self.spectral_rules)} is invalid: the rule {_plain_lists(rule)} "
-                    "must be a pair [bins_per_decade, rule_order] of integers >= 1"
+                    f"must be a pair [bins_per_decade, rule_order] of integers, bins_per_decade in "
+                    f"[1, {MAX_BINS_PER_DECADE}] and rule_order in [1, {MAX_RULE_ORDER}]"
                 )
         _reject_duplicates("spectral_rules", self.spectral_rules)
         for order in self.moment_orders:
@@ -289,11 +295,16 @@ class CompareOptions:
                 "to compare. List at least one spectral rule, or moment orders and closures"
             )
 
-        for name, lower in (("exact_top", 0), ("reference_bins_per_decade", 1), ("reference_rule_order", 1),
-                            ("max_steps", 1)):
+        for name, lower, upper in (
+            ("exact_top", 0, math.inf),
+            ("reference_bins_per_decade", 1, MAX_BINS_PER_DECADE),
+            ("reference_rule_order", 1, MAX_RULE_ORDER),
+            ("max_steps", 1, math.inf),
+        ):
             value = getattr(self, name)
-            if not (_is_integer(value) and value >= lower):
-                raise ValueError(f"{name} = {value!r} is invalid: it must be an integer >= {lower}")
+            if not (_is_integer(value) and lower <= value <= upper):
+                allowed = f">= {lower}" if math.isinf(upper) else f"in [{lower}, {upper}]"
+                raise ValueError(f"{name} = {value!r} is invalid: it must be an integer {allowed}")
         if self.reference is not None and self.reference not in REFERENCES:
             raise ValueError(f"reference = {self.reference!r} is invalid: choose one of {list(REFERENCES)}")
         if not (isinstance(self.max_wall_seconds, (int, float)) and 0.0 < self.max_wall_seconds < math.inf):

@@ -148,6 +148,10 @@ def test_config_example_file():
         ("spectral_rules = [[2, 3], [4]]", "compare.spectral_rules = [[2, 3], [4]] (list) is invalid"),
         ("spectral_rules = [[2, 3], [0, 4]]", "compare.spectral_rules = [[2, 3], [0, 4]] is invalid: the rule [0, 4]"),
         ("spectral_rules = [[2, 3], [2, 3]]", "[2, 3] is listed twice"),
+        ("spectral_rules = [[100000, 6]]", "the rule [100000, 6] must be a pair [bins_per_decade, rule_order] of integers, "
+         "bins_per_decade in [1, 1000] and rule_order in [1, 32]"),
+        ("reference = \"finest_rule\"\nreference_rule_order = 1000",
+         "compare.reference_rule_order = 1000 is invalid: it must be an integer in [1, 32]"),
         ("spectral_rules = 3", "compare.spectral_rules = 3 (int) is invalid: expected a list"),
         ("moment_orders = [1, 2.5]", "compare.moment_orders = [1, 2.5] (list) is invalid: expected a list of integers"),
         ("moment_orders = [0, 2]", "compare.moment_orders = [0, 2] is invalid: the order 0"),
