@@ -418,6 +418,10 @@ def main(argv=None) -> int:
     except SystemExit as exit_request:
         # argparse exits after --help, --version (code 0) and on invalid arguments (code 2).
         return int(exit_request.code or 0)
+    if getattr(arguments, "out", None) == "":
+        # An empty path would put every file in the current directory.
+        print("hierarchy: error: --out is empty; give the directory for the results", file=sys.stderr)
+        return EXIT_INVALID_INPUT
 
     if arguments.command == "check":
         # The check command attaches and removes its own log handler.

@@ -152,6 +152,14 @@ def test_missing_config_exit_code(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "compare", "check", "simulate", "sweep"])
+def test_empty_output_directory_rejected(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([command, str(EXAMPLES / "power_law.toml"), "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_arguments_exit_code(capsys):
     assert main(["run"]) == 2
     assert main([]) == 2
