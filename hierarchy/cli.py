@@ -40,7 +40,7 @@ from .spectrum_comparison import (
     format_spectrum_comparison,
     plot_spectrum_comparison,
 )
-from .sweeps import SweepRunError, SweepStoreError, run_sweep
+from .sweeps import SweepRunError, SweepStoreError, default_local_workers, max_local_workers, run_sweep
 from .trajectory import Trajectory
 
 EXIT_SUCCESS = 0
@@ -123,8 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Expand the [sweep] table of CONFIG over its [base] configuration, run every point that is not yet "
             "stored in the output directory as one Dask task, and write one Zarr dataset per point plus "
             "summary.csv. Running the same command again after an interruption finishes the sweep without "
-            "recomputing stored points. Exit code 0 when every point was computed, 1 when some point raised "
-            "(its error is stored), 2 on invalid input or when no scheduler could be reached."
+            "recomputing stored points. A directory that contains a different sweep is rejected. Exit code 0 when "
+            "every point reached t_end, 1 when some point failed (its integration stopped early, as DIVERGED "
+            "does, or its computation raised; every point and summary.csv are still written), 2 on invalid "
+            "input, when the output directory contains another sweep or cannot be written, or when no scheduler "
+            "could be reached."
         ),
     )
     sweep.add_argument("config", metavar="CONFIG.toml", help="TOML file with [base] and [sweep] tables")
@@ -134,8 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786; by default a local cluster is started",
     )
     sweep.add_argument(
-        "--workers", type=int, default=2, metavar="N",
-        help="worker processes of the local cluster, one thread each (default 2; ignored with --scheduler)",
+        "--workers", type=int, default=default_local_workers(), metavar="N",
+        help=(
+            f"worker processes of the local cluster, one thread each, from 1 to {max_local_workers()} "
+            f"(the CPUs available); default {default_local_workers()}, ignored with --scheduler"
+        ),
     )
     sweep.add_argument("--quiet", action="store_true", help="log only warnings and errors, and draw no progress bar")
     return parser
@@ -388,9 +394,17 @@ def _simulate(arguments) -> int:
     return EXIT_INTEGRATION_FAILED if failed else EXIT_SUCCESS
 
 
+# Failed points listed after a sweep; summary.csv lists them all.
+MAX_LISTED_SWEEP_FAILURES = 20
+
+
 def _sweep(arguments) -> int:
-    if arguments.workers < 1:
-        raise _InputError(f"--workers = {arguments.workers} is invalid: at least one worker is needed")
+    maximum = max_local_workers()
+    if not 1 <= arguments.workers <= maximum:
+        raise _InputError(
+            f"--workers = {arguments.workers} is invalid: choose from 1 to {maximum}, "
+            "the number of CPUs available to this process"
+        )
     try:
         result = run_sweep(
             arguments.config, arguments.out, scheduler_address=arguments.scheduler,
@@ -404,8 +418,12 @@ def _sweep(arguments) -> int:
         statuses[record.status] = statuses.get(record.status, 0) + 1
     print(f"sweep:      {len(result.records)} points, {result.computed} computed now, {result.reused} reused from the store")
     print("statuses:   " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())))
-    for record in result.failed:
-        print(f"error:      point {record.point_id[:12]}: {record.message}")
+    unsuccessful = result.unsuccessful
+    for record in unsuccessful[:MAX_LISTED_SWEEP_FAILURES]:
+        label = "error:" if record.failed else "failed:"
+        print(f"{label:<12}point {record.index} ({record.point_id[:12]}): {record.status}: {record.message}")
+    if len(unsuccessful) > MAX_LISTED_SWEEP_FAILURES:
+        print(f"            and {len(unsuccessful) - MAX_LISTED_SWEEP_FAILURES} more failed points; see {result.summary_path}")
     print(f"files:      {result.summary_path}, {result.directory / 'points'}")
     return EXIT_SUCCESS if result.ok else EXIT_INTEGRATION_FAILED
 

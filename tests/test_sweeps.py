@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import xarray as xr
 import zarr
 from distributed import LocalCluster
 
+from hierarchy.cli import main
 from hierarchy.config import ConfigError, parse_config
 from hierarchy.sweeps import (
     SweepConfigError,
@@ -26,6 +28,7 @@ from hierarchy.sweeps import (
     SweepStoreError,
     compute_point,
     load_sweep,
+    max_local_workers,
     parse_sweep,
     run_sweep,
 )
@@ -36,6 +39,7 @@ from hierarchy.sweeps.store import (
     POINTS_DIRECTORY,
     STATUS_ERROR,
     SUMMARY_FILE,
+    TAIL_PREDICTION_MISSING,
     StoreMetadata,
     git_revision,
 )
@@ -66,6 +70,39 @@ def stored_point_paths(directory: Path) -> dict:
 def read_summary(directory: Path) -> list:
     with (directory / SUMMARY_FILE).open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def hidden_files(directory: Path) -> list:
+    """Return the names of hidden entries in a sweep directory and its points/, the lock file aside."""
+    names = [path.name for path in directory.glob(".*") if path.name != ".sweep.lock"]
+    points = directory / POINTS_DIRECTORY
+    if points.is_dir():
+        names.extend(path.name for path in points.glob(".*"))
+    return names
+
+
+def write_sweep_file(path: Path, sweep: dict, base: dict | None = None) -> Path:
+    """Write a sweep document as a TOML file of quoted parameter paths and return its path."""
+    lines = []
+    for table, entries in (TINY_BASE if base is None else base).items():
+        lines.append(f"[base.{table}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in entries.items())
+    lines.append("[sweep]")
+    lines.extend(f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sweep.items())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_spectrum_file_sweep(directory: Path) -> Path:
+    """Write ``data/spectrum.npy`` and ``sweep.toml``, which names it by a relative path, into ``directory``."""
+    (directory / "data").mkdir(parents=True)
+    np.save(directory / "data" / "spectrum.npy", np.arange(1, 31, dtype=np.float64) ** -1.5)
+    base = {
+        "problem": {"spectrum": "file", "spectrum_file": "data/spectrum.npy"},
+        "truncation": {"kind": "exact"},
+        "solver": {"t_end": 1e2, "n_out": 10},
+    }
+    return write_sweep_file(directory / "sweep.toml", {"problem.sigma0": [0.1, 0.2]}, base=base)
 
 
 def load_point_without_timing(path: Path) -> xr.Dataset:
@@ -261,6 +298,26 @@ def test_example_sweep_loads():
     assert {point.config.solver.t_end for point in spec.points} == {1e5}
 
 
+def test_spectrum_file_relative_to_sweep_file(tmp_path, monkeypatch):
+    sweep_directory = tmp_path / "sweeps"
+    path = write_spectrum_file_sweep(sweep_directory)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    spec = load_sweep(Path("..") / "sweeps" / "sweep.toml")
+
+    resolved = str((sweep_directory / "data" / "spectrum.npy").resolve())
+    assert spec.base_directory == str(sweep_directory.resolve())
+    for point in spec.points:
+        assert point.document["problem"]["spectrum_file"] == resolved
+        assert point.config.problem.source == resolved
+        assert json.loads(point.config_json)["problem"]["source"] == resolved
+    assert spec.to_dict()["base"]["problem"]["spectrum_file"] == "data/spectrum.npy"
+    assert spec.to_dict()["base_directory"] == str(sweep_directory.resolve())
+    assert load_sweep(path).points[0].point_id == spec.points[0].point_id
+
+
 def test_invalid_sweep_runs_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(SweepConfigError, match="sweep point 2"):
@@ -321,6 +378,83 @@ def test_store_round_trip_and_summary(tmp_path):
     assert [item["point_id"] for item in manifest["points"]] == [point.point_id for point in spec.points]
 
 
+def test_store_point_of_general_model(tmp_path):
+    base = {**copy.deepcopy(TINY_BASE), "model": {"student": "tanh(z)", "teacher": "tanh(z)"}}
+    spec = parse_sweep(sweep_document({"problem.a": [1.0]}, base=base))
+    point = spec.points[0]
+    result = compute_point(point.document)
+    assert result["loss_tail_prediction"] is None
+
+    with SweepStore(tmp_path) as store:
+        record = store.write_point(point, result, METADATA)
+        stored = store.read_record(point)
+
+    assert record.status == "SUCCESS"
+    assert stored.status == "SUCCESS"
+    dataset = xr.open_zarr(store.point_path(point.point_id)).load()
+    prediction = dataset["loss_tail_prediction"]
+    assert prediction.dims == ("t",)
+    assert prediction.size == dataset.sizes["t"] == len(result["t"]) > 0
+    assert np.isnan(prediction.values).all()
+    assert prediction.attrs["comment"] == TAIL_PREDICTION_MISSING
+    np.testing.assert_array_equal(dataset["loss"].values, result["loss"])
+
+
+def test_store_write_failures_name_path(tmp_path):
+    spec = parse_sweep(sweep_document({"problem.a": [1.0]}))
+    point = spec.points[0]
+    result = compute_point(point.document)
+
+    with SweepStore(tmp_path) as store:
+        for name in (MANIFEST_FILE, SUMMARY_FILE):
+            (tmp_path / name).mkdir()
+        with pytest.raises(SweepStoreError, match=re.escape(f"failed to write {tmp_path / MANIFEST_FILE}: ")):
+            store.write_manifest(spec, METADATA)
+        with pytest.raises(SweepStoreError, match=re.escape(f"failed to write {tmp_path / SUMMARY_FILE}: ")):
+            store.write_summary(spec, [])
+        assert hidden_files(tmp_path) == []
+
+        # A file in place of points/ makes the dataset impossible to write.
+        (tmp_path / POINTS_DIRECTORY).rmdir()
+        (tmp_path / POINTS_DIRECTORY).write_text("", encoding="utf-8")
+        with pytest.raises(SweepStoreError, match=re.escape(f"failed to write the dataset of point 0 to {store.point_path(point.point_id)}")):
+            store.write_point(point, result, METADATA)
+    assert hidden_files(tmp_path) == []
+
+
+def test_store_rejects_different_sweep(tmp_path):
+    spec = parse_sweep(sweep_document({"problem.a": [1.0, 2.0]}), source="first.toml")
+    with SweepStore(tmp_path) as store:
+        store.check_manifest(spec)
+        store.write_manifest(spec, METADATA)
+        store.check_manifest(spec)
+
+        # The same points written another way, from another file, count as the same sweep.
+        store.check_manifest(parse_sweep(sweep_document({"problem.a": [1, 2]}), source="elsewhere/same.toml"))
+
+        cases = {
+            "other values": (sweep_document({"problem.a": [1.0, 3.0]}), "(2 stored, 2 requested, 1 requested points not stored)"),
+            "fewer points": (sweep_document({"problem.a": [1.0]}), "(2 stored, 1 requested, 0 requested points not stored)"),
+            "other order": (sweep_document({"problem.a": [2.0, 1.0]}), "(2 stored, 2 requested, 0 requested points not stored)"),
+            "other parameter": (sweep_document({"problem.seed": [0, 1]}), "it sweeps problem.a and second.toml sweeps problem.seed"),
+        }
+        for case, (document, expected) in cases.items():
+            with pytest.raises(SweepStoreError) as error:
+                store.check_manifest(parse_sweep(document, source="second.toml"))
+            message = str(error.value)
+            assert message.startswith(f"{tmp_path} contains a different sweep, from first.toml: "), case
+            assert expected in message, case
+            assert f"choose another output directory (--out) or remove {tmp_path}" in message, case
+
+        (tmp_path / MANIFEST_FILE).write_text("[]", encoding="utf-8")
+        with pytest.raises(SweepStoreError, match="is not a sweep manifest"):
+            store.check_manifest(spec)
+        (tmp_path / MANIFEST_FILE).unlink()
+        (tmp_path / MANIFEST_FILE).mkdir()
+        with pytest.raises(SweepStoreError, match=re.escape(f"failed to read the sweep manifest {tmp_path / MANIFEST_FILE}")):
+            store.check_manifest(spec)
+
+
 def test_store_write_is_atomic(tmp_path, monkeypatch):
     spec = parse_sweep(sweep_document({"problem.a": [1.0]}))
     point = spec.points[0]
@@ -333,7 +467,7 @@ def test_store_write_is_atomic(tmp_path, monkeypatch):
 
     with SweepStore(tmp_path) as store:
         monkeypatch.setattr(xr.Dataset, "to_zarr", write_then_fail)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(SweepStoreError, match="disk full"):
             store.write_point(point, result, METADATA)
         monkeypatch.setattr(xr.Dataset, "to_zarr", original_to_zarr)
 
@@ -446,7 +580,7 @@ def test_local_cluster_sweep_of_54_points(tmp_path, capfd):
         if not listen_addresses:
             listen_addresses.extend(loopback_listen_addresses())
 
-    result = run_sweep(document, tmp_path / "out", n_workers=2, progress=True, on_point_stored=check_sockets)
+    result = run_sweep(document, tmp_path / "out", progress=True, on_point_stored=check_sockets)
 
     assert len(result.spec.points) == 54
     assert result.computed == 54
@@ -514,6 +648,7 @@ def test_failing_point_is_recorded(tmp_path, local_cluster):
     assert [record.status for record in result.records] == ["SUCCESS", STATUS_ERROR, "DIVERGED"]
     assert not result.ok
     assert [record.index for record in result.failed] == [1]
+    assert [record.index for record in result.unsuccessful] == [1, 2]
     assert result.failed[0].error_type == "ValueError"
     points = stored_point_paths(tmp_path / "out")
     failed = xr.open_zarr(points[result.spec.points[1].point_id])
@@ -536,6 +671,113 @@ def test_failing_point_is_recorded(tmp_path, local_cluster):
     assert rerun.reused == 2
     assert rerun.computed == 1
     assert [record.index for record in rerun.failed] == [1]
+
+
+def test_general_model_sweep_is_stored(tmp_path, local_cluster):
+    base = {**copy.deepcopy(TINY_BASE), "model": {"student": "tanh(z)", "teacher": "tanh(z)"}}
+    document = sweep_document({"problem.a": [1.0, 1.5]}, base=base)
+    address = local_cluster.scheduler_address
+
+    result = run_sweep(document, tmp_path / "out", scheduler_address=address, progress=False)
+
+    assert [record.status for record in result.records] == ["SUCCESS", "SUCCESS"]
+    points = stored_point_paths(tmp_path / "out")
+    assert sorted(points) == sorted(point.point_id for point in result.spec.points)
+    for path in points.values():
+        dataset = xr.open_zarr(path).load()
+        assert dataset["loss_tail_prediction"].dims == ("t",)
+        assert np.isnan(dataset["loss_tail_prediction"].values).all()
+        assert np.isfinite(dataset["loss"].values).all()
+        assert dataset.attrs["phase_report"]["predictions_note"]
+    assert [row["status"] for row in read_summary(tmp_path / "out")] == ["SUCCESS", "SUCCESS"]
+
+    rerun = run_sweep(document, tmp_path / "out", scheduler_address=address, progress=False)
+    assert (rerun.reused, rerun.computed) == (2, 0)
+
+
+def test_spectrum_file_sweep_resumes_elsewhere(tmp_path, local_cluster, monkeypatch):
+    sweep_directory = tmp_path / "sweeps"
+    write_spectrum_file_sweep(sweep_directory)
+    address = local_cluster.scheduler_address
+    first = tmp_path / "first"
+    first.mkdir()
+    monkeypatch.chdir(first)
+
+    result = run_sweep(Path("..") / "sweeps" / "sweep.toml", tmp_path / "out", scheduler_address=address, progress=False)
+
+    assert result.ok
+    manifest = json.loads((tmp_path / "out" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert manifest["base_directory"] == str(sweep_directory.resolve())
+    for path in stored_point_paths(tmp_path / "out").values():
+        config = json.loads(xr.open_zarr(path).attrs["config"])
+        assert config["problem"]["source"] == str((sweep_directory / "data" / "spectrum.npy").resolve())
+
+    monkeypatch.chdir(sweep_directory)
+    rerun = run_sweep("sweep.toml", tmp_path / "out", scheduler_address=address, progress=False)
+    assert (rerun.reused, rerun.computed) == (2, 0)
+
+
+def test_different_sweep_is_rejected(tmp_path, local_cluster, capsys):
+    address = local_cluster.scheduler_address
+    out = tmp_path / "out"
+    first = write_sweep_file(tmp_path / "first.toml", {"problem.a": [1.0, 2.0]})
+    second = write_sweep_file(tmp_path / "second.toml", {"problem.a": [1.0, 3.0]})
+    run_sweep(first, out, scheduler_address=address, progress=False)
+    manifest = (out / MANIFEST_FILE).read_text(encoding="utf-8")
+    summary = (out / SUMMARY_FILE).read_text(encoding="utf-8")
+
+    with pytest.raises(SweepStoreError, match=re.escape(f"{out} contains a different sweep, from {first}")):
+        run_sweep(second, out, scheduler_address=address, progress=False)
+    assert main(["sweep", str(second), "--out", str(out), "--scheduler", address, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"hierarchy: error: {out} contains a different sweep")
+    assert f"choose another output directory (--out) or remove {out}" in error
+
+    assert (out / MANIFEST_FILE).read_text(encoding="utf-8") == manifest
+    assert (out / SUMMARY_FILE).read_text(encoding="utf-8") == summary
+    assert len(stored_point_paths(out)) == 2
+    rerun = run_sweep(first, out, scheduler_address=address, progress=False)
+    assert (rerun.reused, rerun.computed) == (2, 0)
+
+
+def test_sweep_command_exits_1_on_failure(tmp_path, local_cluster, capsys):
+    address = local_cluster.scheduler_address
+    # The moment hierarchy K = 1 with the zero closure diverges for every a.
+    base = {**copy.deepcopy(TINY_BASE), "truncation": {"kind": "moments", "order": 1}}
+    diverging = write_sweep_file(tmp_path / "diverging.toml", {"problem.a": [1.0, 2.0]}, base=base)
+    succeeding = write_sweep_file(tmp_path / "succeeding.toml", {"problem.a": [1.0, 2.0]})
+
+    assert main(["sweep", str(diverging), "--out", str(tmp_path / "diverged"), "--scheduler", address, "--quiet"]) == 1
+    output = capsys.readouterr().out
+    assert "statuses:   DIVERGED 2" in output
+    assert "failed:     point 0 (" in output
+    assert "failed:     point 1 (" in output
+    assert [row["status"] for row in read_summary(tmp_path / "diverged")] == ["DIVERGED", "DIVERGED"]
+    assert len(stored_point_paths(tmp_path / "diverged")) == 2
+
+    assert main(["sweep", str(succeeding), "--out", str(tmp_path / "succeeded"), "--scheduler", address, "--quiet"]) == 0
+    assert "failed:" not in capsys.readouterr().out
+
+
+def test_sweep_command_reports_write_failure(tmp_path, capsys):
+    config = write_sweep_file(tmp_path / "sweep.toml", {"problem.a": [1.0]})
+    out = tmp_path / "out"
+    (out / SUMMARY_FILE).mkdir(parents=True)
+
+    assert main(["sweep", str(config), "--out", str(out), "--quiet"]) == 2
+
+    assert capsys.readouterr().err == f"hierarchy: error: failed to write {out / SUMMARY_FILE}: Is a directory\n"
+    assert hidden_files(out) == []
+
+
+def test_sweep_workers_are_bounded(tmp_path, capsys):
+    maximum = max_local_workers()
+    for workers in (0, maximum + 1, 10**6):
+        assert main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path), "--workers", str(workers)]) == 2
+        assert f"--workers = {workers} is invalid: choose from 1 to {maximum}" in capsys.readouterr().err
+        with pytest.raises(ValueError, match=f"n_workers = {workers} is invalid: it must be an integer from 1 to {maximum}"):
+            run_sweep(sweep_document({"problem.a": [1.0]}), tmp_path / "out", n_workers=workers, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 class AbortSweep(Exception):

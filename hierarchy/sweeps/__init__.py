@@ -7,7 +7,14 @@ them together.
 """
 
 from .grid import SweepConfigError, SweepPoint, SweepSpec, load_sweep, parse_sweep
-from .runner import SweepResult, SweepRunError, compute_point, run_sweep
+from .runner import (
+    SweepResult,
+    SweepRunError,
+    compute_point,
+    default_local_workers,
+    max_local_workers,
+    run_sweep,
+)
 from .store import PointRecord, SweepStore, SweepStoreError
 
 __all__ = [
@@ -20,7 +27,9 @@ __all__ = [
     "SweepStore",
     "SweepStoreError",
     "compute_point",
+    "default_local_workers",
     "load_sweep",
+    "max_local_workers",
     "parse_sweep",
     "run_sweep",
 ]

@@ -28,6 +28,10 @@ so all lists must have the same length. Every point is validated through
 invalid point raises :class:`SweepConfigError` naming the point and the
 field.
 
+A relative ``problem.spectrum_file`` is resolved against the directory of
+the sweep file, as ``hierarchy run`` resolves it against the configuration's
+directory, and each point's document contains the resolved path.
+
 A point's id is the SHA-256 of its canonical configuration (see
 :func:`canonical_config_json`), so two points with the same resolved options
 share an id, whatever file or sweep they came from.
@@ -94,18 +98,25 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """An expanded sweep: the base document, the swept parameters and every validated point."""
+    """An expanded sweep: the base document, the swept parameters and every validated point.
+
+    ``base_directory`` is the absolute directory against which relative
+    paths of the points were resolved (the sweep file's directory), or
+    ``None`` when the sweep was parsed without a source file.
+    """
 
     source: str | None
     mode: str
     parameters: tuple
     base: dict
     points: tuple
+    base_directory: str | None = None
 
     def to_dict(self) -> dict:
-        """Return the sweep as plain JSON types: source, mode, parameters, base and the points' ids and values."""
+        """Return the sweep as plain JSON types: source, base directory, mode, parameters, base and the points."""
         return {
             "source": self.source,
+            "base_directory": self.base_directory,
             "mode": self.mode,
             "parameters": list(self.parameters),
             "base": json_safe(self.base),
@@ -233,11 +244,13 @@ def parse_sweep(document: dict, source: str | None = None) -> SweepSpec:
     axes = _read_axes({key: value for key, value in sweep_table.items() if key != "mode"}, prefix)
     combinations = _combine(axes, mode, prefix)
 
+    # Relative paths are resolved against the sweep file's directory, as `hierarchy run` does.
+    base_directory = Path(source).resolve().parent if source else None
     points = []
     index_of_id = {}
     for index, combination in enumerate(combinations):
         values = dict(zip(axes, combination))
-        point = _build_point(index, base, values, prefix)
+        point = _build_point(index, base, values, prefix, base_directory)
         if point.point_id in index_of_id:
             other = index_of_id[point.point_id]
             raise SweepConfigError(
@@ -247,7 +260,14 @@ def parse_sweep(document: dict, source: str | None = None) -> SweepSpec:
         index_of_id[point.point_id] = index
         points.append(point)
 
-    return SweepSpec(source=source, mode=mode, parameters=tuple(axes), base=copy.deepcopy(base), points=tuple(points))
+    return SweepSpec(
+        source=source,
+        mode=mode,
+        parameters=tuple(axes),
+        base=copy.deepcopy(base),
+        points=tuple(points),
+        base_directory=None if base_directory is None else str(base_directory),
+    )
 
 
 def _flatten(table: dict, prefix_path: str = "") -> list:
@@ -313,8 +333,13 @@ def _combine(axes: dict, mode: str, prefix: str) -> list:
     return list(itertools.product(*axes.values()))
 
 
-def _build_point(index: int, base: dict, values: dict, prefix: str) -> SweepPoint:
-    """Apply the swept values to a copy of ``base`` and validate the result as a run configuration."""
+def _build_point(index: int, base: dict, values: dict, prefix: str, base_directory: Path | None) -> SweepPoint:
+    """Apply the swept values to a copy of ``base`` and validate the result as a run configuration.
+
+    A relative ``problem.spectrum_file`` is replaced in the point's document
+    by its path under ``base_directory``, so the point reads the same file
+    whatever the working directory of the process that computes it.
+    """
     document = {}
     for table, entries in base.items():
         document[table] = copy.deepcopy(entries) if isinstance(entries, dict) else entries
@@ -325,6 +350,7 @@ def _build_point(index: int, base: dict, values: dict, prefix: str) -> SweepPoin
             # parse_config reports the malformed base table below.
             continue
         section[key] = copy.deepcopy(value)
+    _resolve_spectrum_file(document, base_directory)
 
     described = ", ".join(f"{path} = {format_value(value)}" for path, value in values.items())
     try:
@@ -341,3 +367,14 @@ def _build_point(index: int, base: dict, values: dict, prefix: str) -> SweepPoin
         config_json=config_json,
         point_id=config_point_id(config_json),
     )
+
+
+def _resolve_spectrum_file(document: dict, base_directory: Path | None) -> None:
+    """Replace a relative ``spectrum_file`` of a file spectrum by its path under ``base_directory``."""
+    problem = document.get("problem")
+    if base_directory is None or not isinstance(problem, dict) or problem.get("spectrum") != "file":
+        return
+    spectrum_file = problem.get("spectrum_file")
+    # parse_config reports a spectrum_file that is not a string.
+    if isinstance(spectrum_file, str) and not Path(spectrum_file).is_absolute():
+        problem["spectrum_file"] = str(base_directory / spectrum_file)

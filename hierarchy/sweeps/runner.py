@@ -12,12 +12,14 @@ result to the store (:mod:`hierarchy.sweeps.store`) as soon as it arrives.
 A point whose computation raises is stored with ``status = "ERROR"`` and the
 sweep goes on. Running the same sweep again on the same directory skips the
 points already stored without error, so a killed sweep finishes where it
-stopped, and computes the ``ERROR`` points again.
+stopped, and computes the ``ERROR`` points again. A directory that contains a
+different sweep is rejected before anything runs.
 """
 
 import contextlib
 import functools
 import logging
+import os
 import sys
 import time
 import traceback
@@ -49,6 +51,22 @@ logger = logging.getLogger(__name__)
 # Default seconds to wait for an existing scheduler to accept the connection and to report a worker.
 CONNECT_TIMEOUT_SECONDS = 30.0
 LOOPBACK_HOST = "127.0.0.1"
+
+
+def max_local_workers() -> int:
+    """Return the maximum number of worker processes of a local cluster: the CPUs this process may run on.
+
+    Points are CPU-bound and each worker runs one thread, so more workers
+    than CPUs only add processes and memory.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_local_workers() -> int:
+    """Return the default number of worker processes of a local cluster: 2, or 1 on a single CPU."""
+    return min(2, max_local_workers())
 
 
 class SweepRunError(RuntimeError):
@@ -86,9 +104,14 @@ class SweepResult:
         return [record for record in self.records if record.failed]
 
     @property
+    def unsuccessful(self) -> list:
+        """Records of the points that did not reach ``t_end``: integration failures such as ``DIVERGED``, and errors."""
+        return [record for record in self.records if record.status != "SUCCESS"]
+
+    @property
     def ok(self) -> bool:
-        """Whether every point was stored without error; integration statuses such as ``DIVERGED`` count as stored."""
-        return not self.failed
+        """Whether every point reached ``t_end`` (status ``SUCCESS``)."""
+        return not self.unsuccessful
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,7 +236,7 @@ def run_sweep(
     path_or_config,
     out_dir,
     scheduler_address: str | None = None,
-    n_workers: int = 2,
+    n_workers: int | None = None,
     progress: bool = True,
     on_point_stored: Callable[[PointRecord], None] | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -232,8 +255,10 @@ def run_sweep(
         Address of a running Dask scheduler (``tcp://host:port``). Without
         it a local cluster of ``n_workers`` processes with one thread each is
         started on 127.0.0.1 and stopped at the end.
-    n_workers : int
-        Worker processes of the local cluster; ignored with ``scheduler_address``.
+    n_workers : int, optional
+        Worker processes of the local cluster, from 1 to
+        :func:`max_local_workers`; by default :func:`default_local_workers`.
+        Ignored with ``scheduler_address``.
     progress : bool
         Show a progress bar on stderr.
     on_point_stored : callable, optional
@@ -249,16 +274,26 @@ def run_sweep(
     SweepConfigError
         When the sweep file or one of its points is invalid; nothing runs.
     SweepStoreError
-        When the directory cannot be written or another sweep writes to it.
+        When the directory cannot be written, another sweep writes to it, or
+        it contains a different sweep (other parameters or points).
+    ValueError
+        When ``n_workers`` is not an integer from 1 to :func:`max_local_workers`.
     SweepRunError
         When the scheduler cannot be reached or has no workers.
     """
     spec = _as_spec(path_or_config)
-    if not (isinstance(n_workers, int) and not isinstance(n_workers, bool) and n_workers >= 1):
-        raise ValueError(f"n_workers = {n_workers!r} is invalid: it must be an integer >= 1")
+    if n_workers is None:
+        n_workers = default_local_workers()
+    maximum = max_local_workers()
+    if not (isinstance(n_workers, int) and not isinstance(n_workers, bool) and 1 <= n_workers <= maximum):
+        raise ValueError(
+            f"n_workers = {n_workers!r} is invalid: it must be an integer from 1 to {maximum} "
+            "(the CPUs available to this process)"
+        )
     metadata = StoreMetadata(git_revision=git_revision(), versions=library_versions(STORE_LIBRARIES))
 
     with SweepStore(out_dir) as store:
+        store.check_manifest(spec)
         store.write_manifest(spec, metadata)
         records = {}
         pending = []

@@ -2,8 +2,9 @@
 
 A sweep directory contains::
 
-    sweep.json           the sweep: source, mode, swept parameters, [base] tables, and the
-                         index, id and swept values of every point; written when a sweep starts
+    sweep.json           the sweep: source, base directory, mode, swept parameters, [base]
+                         tables, and the index, id and swept values of every point; written
+                         when a sweep starts
     summary.csv          one row per stored point, rewritten after each point
     points/<id>.zarr/    one dataset per stored point (Zarr format 2, consolidated metadata)
     .sweep.lock          locked while a sweep writes to the directory
@@ -13,7 +14,10 @@ Everything is readable without this package: ``xarray.open_zarr(path)`` or
 and any CSV reader for the summary. A point dataset contains
 
 * the coordinate ``t`` (output times reached) and the variables ``loss``,
-  ``m1``, ``q1`` and ``loss_tail_prediction`` on it;
+  ``m1``, ``q1`` and ``loss_tail_prediction`` on it. The phase-3 prediction
+  exists for phase retrieval only, so for other models
+  ``loss_tail_prediction`` is NaN at every time and its ``comment``
+  attribute says why;
 * the attributes (Zarr's JSON attributes, ``null`` for a time never
   reached or a non-finite number)
 
@@ -36,7 +40,11 @@ trajectory that was reached.
 Each point is written under a hidden temporary name in ``points/`` and then
 renamed, so ``points/<id>.zarr`` is either absent or complete. A killed
 writer can leave hidden temporaries behind, and the next sweep on the
-directory removes them.
+directory removes them. A failed write raises :class:`SweepStoreError`,
+naming the path, after removing its temporary file.
+
+A directory contains one sweep: :meth:`SweepStore.check_manifest` rejects a
+sweep whose parameters or point ids differ from those in ``sweep.json``.
 """
 
 import csv
@@ -93,6 +101,7 @@ _TRAJECTORY_VARIABLES = {
     "q1": "norm q_1 = w^T Sigma w",
     "loss_tail_prediction": "phase-3 prediction rho_1 sum_i lam_i w*_i^2 exp(-4 rho_1 lam_i t)",
 }
+TAIL_PREDICTION_MISSING = "not available: the phase-3 prediction is derived for phase retrieval only"
 # Attributes of a computed point that an ERROR point sets to null.
 _SUMMARY_ATTRIBUTES = (
     "truncation", "escape_time", "convergence_time", "final_loss", "t_last_output", "t_requested_end",
@@ -101,7 +110,7 @@ _SUMMARY_ATTRIBUTES = (
 
 
 class SweepStoreError(RuntimeError):
-    """A sweep directory that cannot be locked, read or written."""
+    """A sweep directory that cannot be locked, read or written, or that contains a different sweep."""
 
 
 @dataclass
@@ -201,6 +210,7 @@ def build_point_dataset(point: SweepPoint, result: dict, metadata: StoreMetadata
         "config": point.config_json,
     }
 
+    variable_attributes = {name: {"long_name": long_name} for name, long_name in _TRAJECTORY_VARIABLES.items()}
     error = result.get("error")
     if error is not None:
         t = np.zeros(0, dtype=np.float64)
@@ -217,7 +227,13 @@ def build_point_dataset(point: SweepPoint, result: dict, metadata: StoreMetadata
         attrs["run_seconds"] = _finite_or_none(result.get("run_seconds"))
     else:
         t = np.asarray(result["t"], dtype=np.float64)
-        arrays = {name: np.asarray(result[name], dtype=np.float64) for name in _TRAJECTORY_VARIABLES}
+        arrays = {name: np.asarray(result[name], dtype=np.float64) for name in ("loss", "m1", "q1")}
+        if result["loss_tail_prediction"] is None:
+            # Models other than phase retrieval have no prediction: NaN keeps the variable on t for every point.
+            arrays["loss_tail_prediction"] = np.full(t.shape, np.nan)
+            variable_attributes["loss_tail_prediction"]["comment"] = TAIL_PREDICTION_MISSING
+        else:
+            arrays["loss_tail_prediction"] = np.asarray(result["loss_tail_prediction"], dtype=np.float64)
         phases = result["phases"]
         loss = arrays["loss"]
         attrs.update(
@@ -239,9 +255,7 @@ def build_point_dataset(point: SweepPoint, result: dict, metadata: StoreMetadata
         )
     attrs.update(versions=versions, git_revision=metadata.git_revision, created=_utc_now())
 
-    data_vars = {
-        name: ("t", values, {"long_name": _TRAJECTORY_VARIABLES[name]}) for name, values in arrays.items()
-    }
+    data_vars = {name: ("t", values, variable_attributes[name]) for name, values in arrays.items()}
     return xr.Dataset(data_vars, coords={"t": ("t", t, {"long_name": "output time"})}, attrs=attrs)
 
 
@@ -322,10 +336,63 @@ class SweepStore:
             leftovers.extend(self.directory.glob(f".{name}.*.tmp"))
         for path in leftovers:
             logger.info("removing %s, left behind by an interrupted write", path)
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove_path(path)
+
+    def check_manifest(self, spec: SweepSpec) -> None:
+        """Raise :class:`SweepStoreError` unless the directory is new or contains the same sweep as ``spec``.
+
+        Two sweeps are the same when they list the same parameter paths and
+        the same point ids in the same order. A rerun therefore resumes from
+        any working directory, while a changed value, parameter or order of
+        points is rejected instead of mixing two sweeps in one directory.
+        """
+        stored = self._read_manifest()
+        if stored is None:
+            return
+        stored_parameters = stored.get("parameters")
+        stored_points = stored.get("points")
+        stored_ids = []
+        if isinstance(stored_points, list):
+            stored_ids = [item.get("point_id") for item in stored_points if isinstance(item, dict)]
+        if stored_parameters == list(spec.parameters) and stored_ids == [point.point_id for point in spec.points]:
+            return
+
+        requested = spec.source or "the requested sweep"
+        if stored_parameters != list(spec.parameters):
+            stored_names = ", ".join(map(str, stored_parameters)) if isinstance(stored_parameters, list) else "nothing"
+            difference = f"it sweeps {stored_names} and {requested} sweeps {', '.join(spec.parameters)}"
+        else:
+            known = set(stored_ids)
+            new_count = sum(point.point_id not in known for point in spec.points)
+            difference = (
+                f"the stored points differ from those of {requested} ({len(stored_ids)} stored, "
+                f"{len(spec.points)} requested, {new_count} requested points not stored)"
+            )
+        raise SweepStoreError(
+            f"{self.directory} contains a different sweep, from {stored.get('source') or 'an unnamed sweep'}: "
+            f"{difference}; choose another output directory (--out) or remove {self.directory}"
+        )
+
+    def _read_manifest(self) -> dict | None:
+        """Return the parsed ``sweep.json``, or ``None`` when there is none."""
+        path = self.directory / MANIFEST_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise SweepStoreError(f"failed to read the sweep manifest {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise SweepStoreError(f"failed to read the sweep manifest {path}: it is not UTF-8 ({error.reason})") from None
+
+        restart = f"choose another output directory (--out) or remove {self.directory}"
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SweepStoreError(f"{path} is not a sweep manifest (invalid JSON: {error}); {restart}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != SWEEP_FORMAT:
+            raise SweepStoreError(f"{path} is not a sweep manifest (its format is not {SWEEP_FORMAT!r}); {restart}")
+        return manifest
 
     def point_path(self, point_id: str) -> Path:
         """Return the path of the dataset of the point ``point_id``."""
@@ -378,8 +445,13 @@ class SweepStore:
                 shutil.rmtree(retired_path, ignore_errors=True)
             else:
                 os.rename(temporary_path, final_path)
+        except OSError as error:
+            _remove_path(temporary_path)
+            raise SweepStoreError(
+                f"failed to write the dataset of point {point.index} to {final_path}: {error.strerror or error}"
+            ) from None
         except BaseException:
-            shutil.rmtree(temporary_path, ignore_errors=True)
+            _remove_path(temporary_path)
             raise
 
         return _record_from_attributes(point, dataset.attrs)
@@ -418,18 +490,40 @@ class SweepStore:
         return self._replace_file(SUMMARY_FILE, buffer.getvalue())
 
     def _replace_file(self, name: str, text: str) -> Path:
-        """Write ``text`` to a hidden temporary file in the directory and rename it to ``name``."""
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self.directory, prefix=f".{name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
-        ) as handle:
-            temporary_path = Path(handle.name)
-            try:
+        """Write ``text`` to a hidden temporary file in the directory and rename it to ``name``.
+
+        Raises :class:`SweepStoreError` naming the file when writing or
+        renaming fails, for instance when ``name`` is a directory, and
+        removes the temporary file first.
+        """
+        final_path = self.directory / name
+        temporary_path = None
+        try:
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.directory, prefix=f".{name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
+            ) as handle:
+                temporary_path = Path(handle.name)
                 handle.write(text)
-            except BaseException:
-                handle.close()
-                temporary_path.unlink(missing_ok=True)
-                raise
-        # Temporary files are private (0600); the result is as readable as the other output files.
-        os.chmod(temporary_path, 0o644)
-        os.replace(temporary_path, self.directory / name)
-        return self.directory / name
+            # Temporary files are private (0600); the result is as readable as the other output files.
+            os.chmod(temporary_path, 0o644)
+            os.replace(temporary_path, final_path)
+        except OSError as error:
+            _remove_path(temporary_path)
+            raise SweepStoreError(f"failed to write {final_path}: {error.strerror or error}") from None
+        except BaseException:
+            _remove_path(temporary_path)
+            raise
+        return final_path
+
+
+def _remove_path(path: Path | None) -> None:
+    """Remove a file or directory tree if it exists, logging a failure instead of raising it."""
+    if path is None or not os.path.lexists(path):
+        return
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as error:
+        logger.warning("failed to remove the temporary %s: %s", path, error)
