@@ -396,6 +396,8 @@ def build_problem_spec(base_directory: Path | None = None, **values):
     if spectrum == "file":
         if "spectrum_file" not in values:
             raise ValueError("spectrum_file = (missing) is invalid: spectrum = \"file\" needs the path of the file")
+        if not values["spectrum_file"]:
+            raise ValueError('spectrum_file = "" is invalid: the path is empty; give the path of the file')
         path = Path(values["spectrum_file"])
         if not path.is_absolute() and base_directory is not None:
             path = base_directory / path
@@ -418,13 +420,22 @@ def build_problem_spec(base_directory: Path | None = None, **values):
         try:
             data = load_builtin(values["dataset"], **options)
         except ValueError as error:
-            raise ValueError(f"dataset = {values['dataset']!r} is invalid: {error}") from None
+            raise _name_dataset_option(values["dataset"], str(error)) from None
         measured = spectrum_from_data(data, f"scikit-learn {values['dataset']}", normalisation=normalisation)
     fit_range = {key: values[key] for key in ("fit_first", "fit_last") if key in values}
     return EmpiricalSpec(
         eigenvalues=tuple(float(value) for value in measured.eigenvalues), source=measured.source,
         provenance=measured.describe(), **shared, **fit_range,
     )
+
+
+def _name_dataset_option(dataset: str, message: str) -> ValueError:
+    """Return the error of ``load_builtin`` with its message starting with the configuration key it is about."""
+    # image_patches starts its messages with the name of its argument.
+    for argument, key in (("patch_size", "patch_size"), ("n_patches", "n_patches"), ("seed", "dataset_seed")):
+        if message.startswith(f"{argument} = "):
+            return ValueError(key + message[len(argument):])
+    return ValueError(f"dataset = {dataset!r} is invalid: {message}")
 
 
 def _read_toml(path: Path) -> dict:

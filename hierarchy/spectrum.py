@@ -293,10 +293,15 @@ class EmpiricalSpec:
         _require(bool(np.all(np.isfinite(values))) and bool(np.all(values > 0)), "eigenvalues must be finite and positive")
         _require(values.size <= MAX_DIMENSION, f"the spectrum has {values.size} eigenvalues, more than {MAX_DIMENSION}")
         last = values.size if self.fit_last is None else self.fit_last
+        last_text = f"{last} (the default, the number of eigenvalues)" if self.fit_last is None else repr(last)
+        # A spectrum of fewer than 3 eigenvalues has no fit, so its default range is accepted and never used.
+        first_valid = isinstance(self.fit_first, int) and self.fit_first >= 1
+        range_valid = values.size < 3 and self.fit_last is None or (
+            isinstance(last, int) and self.fit_first < last <= values.size
+        )
         _require(
-            values.size < 3 and self.fit_last is None
-            or isinstance(self.fit_first, int) and isinstance(last, int) and 1 <= self.fit_first < last <= values.size,
-            f"fit_first = {self.fit_first!r}, fit_last = {self.fit_last!r} is invalid: the power-law fit range must "
+            first_valid and range_valid,
+            f"fit_first = {self.fit_first!r}, fit_last = {last_text} is invalid: the power-law fit range must "
             f"satisfy 1 <= fit_first < fit_last <= {values.size} (the number of eigenvalues)",
         )
         # Range checks shared with the power-law problem.
