@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from hierarchy.integrators import IntegrationStatus, solve
+from hierarchy.model import PhaseRetrieval
+from hierarchy.spectrum import PowerLawSpec
+from hierarchy.truncation import build_exact_flow
 
 from stiff_problems import (
     ROBERTSON_REFERENCE,
@@ -153,3 +156,13 @@ def test_oversized_system_rejected_before_allocation(monkeypatch):
     monkeypatch.setattr(driver, "_physical_memory_bytes", lambda: 1024)
     with pytest.raises(ValueError, match="GiB of work memory"):
         solve(robertson(), [1.0])
+
+
+def test_wall_clock_limit_stops_large_system_early():
+    """A run of far fewer steps than STEPS_PER_CALL, at milliseconds per step, still stops at the limit."""
+    system = build_exact_flow(PowerLawSpec(d=100_000, a=1.5, b=0, sigma0=0.1, seed=0).build(), PhaseRetrieval())
+    solution = solve(system, np.geomspace(0.1, 1e7, 9), rtol=1e-8, atol=1e-12, max_wall_seconds=0.01)
+    assert solution.status is IntegrationStatus.WALL_TIME
+    assert solution.t_reached < 1e7
+    assert solution.stats["steps"] < 100
+    assert "wall-clock limit of 0.01 s" in solution.message
