@@ -20,6 +20,7 @@ the result), 1 when the reference failed, 2 as for ``run``.
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train phase retrieval on data x ~ N(0, Sigma) as the [training] table of CONFIG says (full-batch "
             "gradient descent on n samples or one-pass SGD), for each seed, integrate the exact-flow ODE at the "
             "same times t = eta * steps, and write simulation.csv and simulation.png to the output directory. "
-            "Exit code 0 when every seed trained, 1 when some seed diverged, 2 on invalid input."
+            "Exit code 0 when every seed completed its steps and every flow integration reached the last time, "
+            "1 when a seed diverged or reached training.max_wall_seconds or a flow integration failed (the files "
+            "still hold what was computed), 2 on invalid input."
         ),
     )
     simulate.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [training] and [solver] tables")
@@ -361,10 +364,11 @@ def _simulate(arguments) -> int:
         bar.update(steps_done - previous)
 
     try:
-        result = run_simulation(
-            config.problem, settings, config.solver, arguments.out,
-            workers=config.workers, progress=None if bar is None else advance,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            result = run_simulation(
+                config.problem, settings, config.solver, arguments.out,
+                workers=config.workers, progress=None if bar is None else advance,
+            )
     except ValueError as error:
         raise _InputError(f"{arguments.config}: {error}") from None
     except OSError as error:
@@ -372,26 +376,75 @@ def _simulate(arguments) -> int:
     finally:
         if bar is not None:
             bar.close()
+    _log_caught_warnings(caught)
 
-    summary = result.describe()
-    difference, difference_error = result.relative_loss_difference()
-    late = np.isfinite(difference)
-    print(f"problem:    {describe_parameters(config.problem)}")
-    print(f"training:   {settings.method}, eta = {settings.eta:g}, {settings.steps} steps, {len(settings.seeds)} seeds, t = eta * steps")
-    for seed in summary["seeds"]:
-        print(f"seed {seed['seed']}:     {seed['status']}; {seed['message']}")
-    if np.any(late):
-        last = np.flatnonzero(late)[-1]
-        print(
-            f"loss vs ODE at t = {result.t[last]:.4g}: relative difference {difference[last]:+.3%} "
-            f"± {difference_error[last]:.3%} (mean ± standard error over seeds)"
+    _print_simulation(config, result)
+    return EXIT_SUCCESS if result.succeeded else EXIT_INTEGRATION_FAILED
+
+
+def _log_caught_warnings(caught: list) -> None:
+    """Log each distinct Python warning raised during a simulation once, as a warning of this package."""
+    seen = set()
+    for record in caught:
+        key = (record.category, str(record.message), record.filename, record.lineno)
+        if key in seen:
+            continue
+        seen.add(key)
+        logger.warning(
+            "%s from %s, line %d: %s. The values it affected may be inf or nan in the result files",
+            record.category.__name__, record.filename, record.lineno, record.message,
         )
-        if settings.method == "sgd":
+
+
+def _print_simulation(config, result) -> None:
+    """Print the settings, how each seed's training and exact flow ended, and the loss against the flow."""
+    settings = config.training
+    problem = config.problem
+    failures = result.ode_failures()
+    flow_failure = {seed: (t_reached, trajectory) for seed, t_reached, trajectory in failures}
+
+    print(
+        f"problem:    d = {problem.d}, a = {problem.a:g}, b = {problem.b:g}, sigma0 = {problem.sigma0:g}, "
+        "initial point drawn from each seed"
+    )
+    print(f"training:   {settings.method}, eta = {settings.eta:g}, {settings.steps} steps, {len(settings.seeds)} seeds, t = eta * steps")
+    for seed, status, message in zip(result.training.seeds, result.training.status, result.training.messages):
+        line = f"seed {seed}:     {status.value}; {message}"
+        if seed in flow_failure:
+            t_reached, trajectory = flow_failure[seed]
+            line += f"; ODE {trajectory.status} after t = {t_reached:.4g}: {trajectory.message}"
+        print(line)
+
+    # Compare only at times where every seed's flow exists, and never at t = 0,
+    # where training and flow share the initial point.
+    t_compared = failures[0][1] if failures else result.t[-1]
+    if failures:
+        seed, t_reached, trajectory = failures[0]
+        print(
+            f"ODE:        the exact-flow overlay stopped early for {len(failures)} of {len(settings.seeds)} seeds, "
+            f"first after t = {t_reached:.4g} of {result.t[-1]:.4g} (seed {seed}, {trajectory.status}: "
+            f"{trajectory.message}); its columns are nan after that"
+        )
+    difference, difference_error = result.relative_loss_difference()
+    compared = np.flatnonzero(np.isfinite(difference) & (result.t > 0.0) & (result.t <= t_compared))
+    if compared.size:
+        last = compared[-1]
+        # The "g" format keeps the line short when a seed about to diverge makes the difference huge.
+        print(
+            f"loss vs ODE at t = {result.t[last]:.4g}: relative difference {100.0 * difference[last]:+.4g}% "
+            f"± {100.0 * difference_error[last]:.3g}% (mean ± standard error over seeds)"
+        )
+        if settings.method == "sgd" and result.succeeded:
             print("            one-pass SGD differs from the ODE by a bias of order eta; halving eta should about halve it")
+    elif failures:
+        print(
+            f"loss vs ODE: not compared, because the ODE overlay stopped after t = {t_compared:.4g}, "
+            "before any recorded step with a training loss"
+        )
+    else:
+        print("loss vs ODE: not compared, because no recorded step after step 0 has a finite training loss")
     files = getattr(result, "files", {}) or {}
     print("files:      " + ", ".join(str(path) for path in files.values()))
-    failed = any(seed["status"] != "COMPLETED" for seed in summary["seeds"])
-    return EXIT_INTEGRATION_FAILED if failed else EXIT_SUCCESS
 
 
 # Failed points listed after a sweep; summary.csv lists them all.

@@ -157,10 +157,24 @@ COMPARE_FIELD_TYPES = {
 COMPARE_REQUIRED_KEYS = {"problem": (), "solver": (), "compare": (), "model": ()}
 REFERENCES = ("exact", "finest_rule")
 
+# Keys of the shared [problem] and [solver] tables that ``hierarchy simulate``
+# does not read, with the reason given when a configuration sets one.
+SIMULATE_UNUSED_KEYS = {
+    "problem": dict.fromkeys(
+        ("seed",),
+        "each seed listed in training.seeds draws its own initial point, so set the seeds there",
+    ),
+    "solver": dict.fromkeys(
+        ("t_first", "t_end", "n_out"),
+        "the flow is evaluated at the recorded training steps, t = eta * step, so set the last time with "
+        "training.steps and training.eta and the number of output times with training.record_points",
+    ),
+}
+
 # Tables of a ``hierarchy simulate`` configuration: the problem (a finite
 # power law), the training run, and the solver of the exact-flow ODE.
 SIMULATE_FIELD_TYPES = {
-    "problem": FIELD_TYPES["problem"],
+    "problem": {key: kind for key, kind in FIELD_TYPES["problem"].items() if key not in SIMULATE_UNUSED_KEYS["problem"]},
     "training": {
         "method": str,
         "eta": float,
@@ -170,9 +184,10 @@ SIMULATE_FIELD_TYPES = {
         "batch": int,
         "test_size": int,
         "record_points": int,
+        "max_wall_seconds": float,
         "workers": int,
     },
-    "solver": FIELD_TYPES["solver"],
+    "solver": {key: kind for key, kind in FIELD_TYPES["solver"].items() if key not in SIMULATE_UNUSED_KEYS["solver"]},
 }
 SIMULATE_REQUIRED_KEYS = {"problem": (), "training": ("method", "eta", "steps"), "solver": ()}
 
@@ -587,6 +602,7 @@ def parse_simulate_config(document: dict, source: str | None = None) -> Simulate
     _check_tables(document, SIMULATE_FIELD_TYPES, prefix)
     if "training" not in document:
         raise ConfigError(f"{prefix}missing table [training], which needs at least the keys method, eta and steps")
+    _reject_unused_simulate_keys(document, prefix)
 
     problem_values = _check_table("problem", document.get("problem", {}), prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
     problem = _construct("problem", _problem_builder(source), problem_values, prefix, SIMULATE_FIELD_TYPES)
@@ -595,14 +611,31 @@ def parse_simulate_config(document: dict, source: str | None = None) -> Simulate
 
     training_values = _check_table("training", document["training"], prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
     workers = training_values.pop("workers", None)
-    if workers is not None and workers < 1:
-        raise ConfigError(f"{prefix}training.workers = {workers!r} is invalid: at least one worker is needed")
     training = _construct("training", TrainingSettings, training_values, prefix, SIMULATE_FIELD_TYPES)
+    try:
+        training.check_dimension(int(problem.d))
+        if workers is not None:
+            training.resolve_workers(int(problem.d), workers)
+    except ValueError as error:
+        # The messages start with the key: "n = ", "batch = ", "test_size = " or "workers = ".
+        raise ConfigError(f"{prefix}training.{error}") from None
 
     solver_values = _check_table("solver", document.get("solver", {}), prefix, SIMULATE_FIELD_TYPES, SIMULATE_REQUIRED_KEYS)
     _check_ranges("solver", solver_values, prefix)
     solver = _construct("solver", SolverOptions, solver_values, prefix, SIMULATE_FIELD_TYPES)
     return SimulateConfig(problem=problem, training=training, solver=solver, workers=workers, source=source)
+
+
+def _reject_unused_simulate_keys(document: dict, prefix: str) -> None:
+    """Raise ``ConfigError`` naming every key of ``SIMULATE_UNUSED_KEYS`` that ``document`` sets."""
+    for table, reasons in SIMULATE_UNUSED_KEYS.items():
+        present = [key for key in document.get(table, {}) if key in reasons]
+        if present:
+            names = ", ".join(f"{table}.{key}" for key in present)
+            verb = "is" if len(present) == 1 else "are"
+            raise ConfigError(
+                f"{prefix}{names} {verb} not used by hierarchy simulate and must be removed: {reasons[present[0]]}"
+            )
 
 
 def _problem_builder(source: str | None):

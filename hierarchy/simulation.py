@@ -78,6 +78,24 @@ class SimulationResult:
     def ode_succeeded(self) -> bool:
         return all(trajectory.success for trajectory in self.ode)
 
+    @property
+    def succeeded(self) -> bool:
+        """True when every seed completed its training and every flow integration reached the last time."""
+        return self.training.all_completed and self.ode_succeeded
+
+    def ode_failures(self) -> list:
+        """Return ``(seed, t_reached, trajectory)`` for each seed whose flow integration failed, earliest stop first.
+
+        ``t_reached`` is the last output time the integration reached, 0 when
+        it reached none.
+        """
+        failures = []
+        for seed, trajectory in zip(self.training.seeds, self.ode):
+            if not trajectory.success:
+                t_reached = float(trajectory.t[-1]) if trajectory.t.size else 0.0
+                failures.append((seed, t_reached, trajectory))
+        return sorted(failures, key=lambda failure: failure[1])
+
     def ode_mean(self, name: str) -> np.ndarray:
         """Return the mean over seeds of the flow's ``loss``, ``m1``, ``abs_m1`` or ``q1``."""
         values = {
@@ -92,7 +110,7 @@ class SimulationResult:
 
     def relative_loss_difference(self) -> tuple:
         """Return the mean over seeds of ``(loss - ode_loss) / ode_loss`` and its standard error, per flow time."""
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             difference = (self.training.loss - self.ode_loss) / self.ode_loss
         return seed_mean(difference), seed_stderr(difference)
 
@@ -330,6 +348,9 @@ def _title(result: SimulationResult) -> str:
     diverged = sum(status.value == "DIVERGED" for status in training.status)
     if diverged:
         notes.append(f"{diverged} of {len(training.seeds)} seeds diverged; their curves stop there")
+    timed_out = sum(status.value == "TIMED_OUT" for status in training.status)
+    if timed_out:
+        notes.append(f"{timed_out} of {len(training.seeds)} seeds reached the wall-clock limit; their curves stop there")
     failed = [trajectory for trajectory in result.ode if not trajectory.success]
     if failed:
         notes.append(f"the flow integration failed for {len(failed)} seeds: {failed[0].message}")

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 
 from hierarchy.experiments import (
     MAX_MATRIX_ELEMENTS,
+    MAX_RESIDENT_ELEMENTS,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    MAX_WORKERS,
     SeedStatus,
     TrainingSettings,
     record_steps,
@@ -336,6 +341,11 @@ VALID = dict(method="sgd", eta=0.01, steps=100)
         (dict(method="gd", n=100, batch=4), "batch"),
         (dict(test_size=-1), "test_size"),
         (dict(record_points=1), "record_points"),
+        (dict(steps=MAX_STEPS + 1), "steps"),
+        (dict(batch=MAX_MATRIX_ELEMENTS + 1), "batch"),
+        (dict(max_wall_seconds=0.0), "max_wall_seconds"),
+        (dict(max_wall_seconds=math.inf), "max_wall_seconds"),
+        (dict(max_wall_seconds=True), "max_wall_seconds"),
     ],
 )
 def test_settings_validation(changes, field):
@@ -344,6 +354,72 @@ def test_settings_validation(changes, field):
     message = str(error.value)
     assert message.startswith(f"{field} = ") or message.startswith(f"{field} contains"), message
     assert "invalid" in message
+
+
+@pytest.mark.parametrize(
+    "changes, product",
+    [
+        (dict(steps=MAX_STEPS, batch=MAX_SAMPLES // MAX_STEPS + 1), "steps * batch"),
+        (dict(method="gd", steps=MAX_STEPS, n=MAX_SAMPLES // MAX_STEPS + 1), "steps * n"),
+    ],
+)
+def test_settings_bound_samples_per_seed(changes, product):
+    with pytest.raises(ValueError) as error:
+        TrainingSettings(**{**VALID, **changes})
+    message = str(error.value)
+    assert message.startswith(f"{product} = "), message
+    assert f"at most {MAX_SAMPLES:.0e} samples" in message
+
+
+def test_check_dimension_bounds_sgd_step():
+    settings = TrainingSettings("sgd", eta=0.01, steps=10, batch=MAX_MATRIX_ELEMENTS // 100 + 1, test_size=0)
+    with pytest.raises(ValueError, match="batch = .* is too large for d = 100"):
+        settings.check_dimension(100)
+    settings.check_dimension(10)
+
+
+def test_resolve_workers_bounds(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    seeds = tuple(range(16))
+    light = TrainingSettings("sgd", eta=0.01, steps=10, seeds=seeds, test_size=0)
+    assert light.resolve_workers(100) == 16
+    assert light.resolve_workers(100, MAX_WORKERS) == MAX_WORKERS
+    with pytest.raises(ValueError, match=f"workers = {MAX_WORKERS + 1} is invalid"):
+        light.resolve_workers(100, MAX_WORKERS + 1)
+
+    # Each seed keeps an n x d data matrix of MAX_MATRIX_ELEMENTS elements.
+    heavy = TrainingSettings("gd", eta=0.01, steps=10, n=MAX_MATRIX_ELEMENTS // 100, seeds=seeds, test_size=0)
+    fitting = MAX_RESIDENT_ELEMENTS // MAX_MATRIX_ELEMENTS
+    assert heavy.resolve_workers(100) == fitting
+    assert heavy.resolve_workers(100, fitting) == fitting
+    with pytest.raises(ValueError, match=f"set workers to at most {fitting}"):
+        heavy.resolve_workers(100, fitting + 1)
+
+
+def test_wall_limit_stops_every_seed():
+    settings = TrainingSettings(
+        "sgd", eta=0.01, steps=10**6, seeds=(0, 1), test_size=5, record_points=10, max_wall_seconds=1e-9
+    )
+    result = run_training(PowerLawSpec(d=20, a=1.5), settings, workers=2)
+    assert result.status == (SeedStatus.TIMED_OUT, SeedStatus.TIMED_OUT)
+    assert not result.all_completed
+    for row in range(2):
+        assert result.steps_completed[row] < settings.steps
+        assert "wall-clock limit of max_wall_seconds = 1e-09 s" in result.messages[row]
+        # Step 0 is recorded before the first check of the limit.
+        assert np.isfinite(result.loss[row, 0])
+        assert np.isfinite(result.test_loss[row, 0])
+        assert np.all(np.isnan(result.loss[row, 1:]))
+
+
+def test_seed_statistics_of_huge_values_warn_nothing():
+    values = np.array([[1e300, 1.0], [-1e300, 2.0], [1e308, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean = seed_mean(values)
+        stderr = seed_stderr(values)
+    assert mean[1] == 1.5
+    assert stderr[0] == math.inf
 
 
 def test_settings_accept_list_of_seeds():

@@ -10,11 +10,24 @@ NOTE: the compiled loops hard-code the phase-retrieval gradient without label
 noise or ridge, so other ``SingleIndexModel`` settings cannot be trained here.
 """
 
-from .settings import MAX_MATRIX_ELEMENTS, METHODS, TrainingSettings, record_steps
+from .settings import (
+    MAX_MATRIX_ELEMENTS,
+    MAX_RESIDENT_ELEMENTS,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    MAX_WORKERS,
+    METHODS,
+    TrainingSettings,
+    record_steps,
+)
 from .training import STATISTICS, SeedStatus, TrainingResult, run_training, seed_generators, seed_mean, seed_stderr
 
 __all__ = [
     "MAX_MATRIX_ELEMENTS",
+    "MAX_RESIDENT_ELEMENTS",
+    "MAX_SAMPLES",
+    "MAX_STEPS",
+    "MAX_WORKERS",
     "METHODS",
     "STATISTICS",
     "SeedStatus",

@@ -16,7 +16,6 @@ per draw with Numba 0.68 on x86-64).
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import numpy as np
 from ..model import PhaseRetrieval
 from ..spectrum import PowerLawSpec
 from . import kernels
-from .settings import TrainingSettings, _is_integer, record_steps
+from .settings import TrainingSettings, record_steps
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ class SeedStatus(str, Enum):
 
     COMPLETED = "COMPLETED"
     DIVERGED = "DIVERGED"
+    TIMED_OUT = "TIMED_OUT"
 
 
 @dataclass
@@ -80,11 +80,13 @@ class TrainingResult:
     messages : tuple of str
         Explanation of each status.
     steps_completed : array of int, shape (S,)
-        Steps taken by each seed before it completed or diverged.
+        Steps taken by each seed before it completed, diverged or reached
+        the wall-clock limit.
     wall_seconds : array, shape (S,)
         Run time of each seed.
 
-    Values after a divergence are ``nan``; values recorded before it are kept.
+    Values after a divergence or the wall-clock limit are ``nan``; values
+    recorded before it are kept.
     """
 
     settings: TrainingSettings
@@ -135,8 +137,10 @@ def seed_mean(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     count = finite.sum(axis=0)
-    total = np.where(finite, values, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # A seed about to diverge records values near the float64 maximum, so
+    # the sums may overflow. The mean reported is then inf.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        total = np.where(finite, values, 0.0).sum(axis=0)
         return np.where(count > 0, total / count, np.nan)
 
 
@@ -146,8 +150,8 @@ def seed_stderr(values: np.ndarray) -> np.ndarray:
     finite = np.isfinite(values)
     count = finite.sum(axis=0)
     mean = seed_mean(values)
-    squares = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        squares = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
         return np.where(count > 1, np.sqrt(squares / ((count - 1) * count)), np.nan)
 
 
@@ -259,7 +263,10 @@ class _SeedTrainer:
         return m1, q1, test_loss, train_loss
 
 
-def _train_seed(spec, settings: TrainingSettings, seed: int, grid: np.ndarray, reporter: _ProgressReporter) -> _SeedRun:
+def _train_seed(
+    spec, settings: TrainingSettings, seed: int, grid: np.ndarray, reporter: _ProgressReporter, deadline: float
+) -> _SeedRun:
+    """Train one seed up to the last step of ``grid``, or until it diverges or ``time.perf_counter()`` passes ``deadline``."""
     clock = reporter.start()
     trainer = _SeedTrainer(spec, settings, seed)
     records = np.full((4, grid.size), np.nan)
@@ -267,38 +274,50 @@ def _train_seed(spec, settings: TrainingSettings, seed: int, grid: np.ndarray, r
     chunk_steps = max(1, WORK_PER_CALL // (settings.batch_size * trainer.w.size))
 
     steps_done = 0
-    diverged = False
+    status = SeedStatus.COMPLETED
     for index in range(1, grid.size):
-        while steps_done < grid[index]:
+        while steps_done < grid[index] and status is SeedStatus.COMPLETED:
+            if time.perf_counter() >= deadline:
+                status = SeedStatus.TIMED_OUT
+                break
             requested = int(min(grid[index] - steps_done, chunk_steps))
             completed = trainer.advance(requested)
             steps_done += completed
             reporter.update(clock, seed, steps_done)
             if completed < requested:
-                diverged = True
-                break
-        if diverged:
+                status = SeedStatus.DIVERGED
+        if status is not SeedStatus.COMPLETED:
             break
         observed = trainer.observe()
         if not (math.isfinite(observed[0]) and math.isfinite(observed[1])):
-            diverged = True
+            status = SeedStatus.DIVERGED
             break
         records[:, index] = observed
 
     wall_seconds = time.perf_counter() - clock["started"]
-    eta = settings.eta
-    if diverged:
-        status = SeedStatus.DIVERGED
-        message = (
-            f"diverged after {steps_done} steps (t = {eta * steps_done:.6g}): w or its gradient became "
-            f"non-finite; eta = {eta:g} is too large for this problem, reduce it"
-        )
-        logger.warning("%s seed %d %s", settings.method, seed, message)
-    else:
-        status = SeedStatus.COMPLETED
-        message = f"completed {steps_done} steps (t = {eta * steps_done:.6g})"
+    message = _describe_seed_end(status, settings, steps_done)
+    if status is SeedStatus.COMPLETED:
         logger.debug("%s seed %d %s in %.1f s", settings.method, seed, message, wall_seconds)
+    else:
+        logger.warning("%s seed %d %s", settings.method, seed, message)
     return _SeedRun(*records, status=status, message=message, steps_completed=steps_done, wall_seconds=wall_seconds)
+
+
+def _describe_seed_end(status: SeedStatus, settings: TrainingSettings, steps_done: int) -> str:
+    eta = settings.eta
+    reached = f"{steps_done} steps (t = {eta * steps_done:.6g})"
+    if status is SeedStatus.DIVERGED:
+        return (
+            f"diverged after {reached}: w or its gradient became non-finite; eta = {eta:g} is too large for this "
+            "problem, reduce it"
+        )
+    if status is SeedStatus.TIMED_OUT:
+        return (
+            f"timed out after {reached} of {settings.steps}: the training reached its wall-clock limit of "
+            f"max_wall_seconds = {settings.max_wall_seconds:g} s; the steps recorded before are kept. Raise the "
+            "limit or reduce steps"
+        )
+    return f"completed {reached}"
 
 
 def run_training(
@@ -318,17 +337,24 @@ def run_training(
     settings : TrainingSettings
         Method, step size, number of steps, seeds and what to record.
     workers : int or None
-        Seeds trained at the same time, in threads; ``None`` means
-        ``min(len(seeds), os.cpu_count())``. Each running seed keeps its
-        data matrix and held-out set in memory. The result does not depend
-        on the number of workers.
+        Seeds trained at the same time, in threads, at most ``MAX_WORKERS``;
+        ``None`` means ``min(len(seeds), os.cpu_count())``, lowered to fit
+        the memory bound. Each running seed
+        keeps its data matrix and held-out set in memory, and together they
+        may hold at most ``MAX_RESIDENT_ELEMENTS`` float64 elements (see
+        :meth:`TrainingSettings.resolve_workers`). Unless the wall-clock
+        limit stops the run, the result does not depend on the number of
+        workers.
     progress : callable or None
         Called as ``progress(seed, steps_done, steps_total)`` after every
         compiled call (about every 0.2 s of work) from the worker threads,
         one call at a time.
 
     A seed that diverges stops with status ``DIVERGED`` and keeps what it
-    recorded before; the other seeds carry on.
+    recorded before; the other seeds carry on. When the training of all
+    seeds has run for ``settings.max_wall_seconds``, every seed still
+    training stops with status ``TIMED_OUT`` and keeps what it recorded, and
+    seeds not started yet stop after recording step 0.
     """
     if not isinstance(spec, PowerLawSpec) or spec.infinite:
         raise ValueError(f"spec = {spec!r} is invalid: training needs a PowerLawSpec with finite d")
@@ -336,10 +362,7 @@ def run_training(
         raise ValueError(f"settings must be a TrainingSettings, got {type(settings).__name__}")
     settings.check_dimension(int(spec.d))
     seeds = settings.seeds
-    if workers is None:
-        workers = min(len(seeds), os.cpu_count() or 1)
-    if not (_is_integer(workers) and workers >= 1):
-        raise ValueError(f"workers = {workers!r} is invalid: it must be an integer >= 1")
+    workers = settings.resolve_workers(int(spec.d), workers)
 
     grid = record_steps(settings.steps, settings.record_points)
     reporter = _ProgressReporter(settings.method, settings.steps, progress)
@@ -348,11 +371,12 @@ def run_training(
         settings.method, spec.d, settings.eta, settings.steps, settings.batch_size, len(seeds), workers,
     )
     started = time.perf_counter()
+    deadline = math.inf if settings.max_wall_seconds is None else started + settings.max_wall_seconds
     if workers == 1:
-        runs = [_train_seed(spec, settings, seed, grid, reporter) for seed in seeds]
+        runs = [_train_seed(spec, settings, seed, grid, reporter, deadline) for seed in seeds]
     else:
         with ThreadPoolExecutor(max_workers=workers) as executor:
-            futures = [executor.submit(_train_seed, spec, settings, seed, grid, reporter) for seed in seeds]
+            futures = [executor.submit(_train_seed, spec, settings, seed, grid, reporter, deadline) for seed in seeds]
             runs = [future.result() for future in futures]
     logger.info("%s: %d seeds trained in %.1f s", settings.method, len(seeds), time.perf_counter() - started)
 
