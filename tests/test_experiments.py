@@ -12,6 +12,7 @@ from hierarchy.experiments import (
     MAX_MATRIX_ELEMENTS,
     MAX_RESIDENT_ELEMENTS,
     MAX_SAMPLES,
+    MAX_SEEDS,
     MAX_STEPS,
     MAX_WORKERS,
     SeedStatus,
@@ -420,6 +421,13 @@ def test_seed_statistics_of_huge_values_warn_nothing():
         stderr = seed_stderr(values)
     assert mean[1] == 1.5
     assert stderr[0] == math.inf
+
+
+def test_too_many_seeds_message_stays_short():
+    with pytest.raises(ValueError) as error:
+        TrainingSettings("sgd", eta=0.01, steps=10, seeds=tuple(range(MAX_SEEDS + 1)))
+    assert f"seeds = a list of {MAX_SEEDS + 1} seeds is invalid" in str(error.value)
+    assert len(str(error.value)) < 200
 
 
 def test_settings_accept_list_of_seeds():
