@@ -29,10 +29,11 @@ from tqdm import tqdm
 from .check import configure_check_parser, run_check_command
 from .compare import format_comparison, run_comparison, write_comparison
 from .config import ConfigError, RunConfig, load_compare_config, load_config, load_simulate_config
-from .io import package_version, write_run
+from .io import write_run
 from .phases import PhaseReport, analyze_phases, predict_tail_loss
 from .pipeline import integrate_problem
 from .plots import PLOT_FILE, plot_run
+from .provenance import package_version
 from .simulation import run_simulation
 from .spectrum import EmpiricalSpec, Problem
 from .spectrum_comparison import (

@@ -7,12 +7,10 @@ significant digits, so they read back bit for bit. Non-finite values are
 written as ``nan``, ``inf`` or ``-inf``.
 
 ``summary.json`` is strict JSON (non-finite numbers become ``null``) with
-the configuration, the problem, how the integration ended, its step
-statistics and the phase report.
+the package version and git revision, the configuration, the problem, how
+the integration ended, its step statistics and the phase report.
 """
 
-import importlib
-import importlib.metadata
 import json
 from pathlib import Path
 
@@ -21,21 +19,13 @@ import numpy as np
 from .config import RunConfig
 from .json_values import to_json_value
 from .phases import PhaseReport
+from .provenance import git_revision, package_version
 from .spectrum import Problem
 from .trajectory import Trajectory
 
 TRAJECTORY_FILE = "trajectory.csv"
 SUMMARY_FILE = "summary.json"
 TRAJECTORY_COLUMNS = ("t", "loss", "m1", "q1")
-
-
-def package_version() -> str:
-    """Return the installed version of ``hierarchy``, or ``hierarchy.__version__`` when it runs from a source tree."""
-    try:
-        return importlib.metadata.version("hierarchy")
-    except importlib.metadata.PackageNotFoundError:
-        package = importlib.import_module("hierarchy")
-        return str(getattr(package, "__version__", "unknown"))
 
 
 def write_trajectory_csv(path, trajectory: Trajectory, extra_columns: dict | None = None) -> Path:
@@ -90,6 +80,7 @@ def build_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, r
     t_reached = float(trajectory.t[-1]) if trajectory.t.size else None
     summary = {
         "package_version": package_version(),
+        "git_revision": git_revision(),
         "config": config.to_dict(),
         "problem": problem.describe(),
         "truncation": trajectory.truncation,

@@ -11,6 +11,7 @@ import pytest
 
 from hierarchy.cli import main
 from hierarchy.io import read_trajectory_csv, write_trajectory_csv
+from hierarchy.provenance import git_revision
 from hierarchy.trajectory import Trajectory
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -97,6 +98,7 @@ def test_run_summary_json(small_run):
     assert summary["stats"]["steps"] > 0
     assert summary["wall_seconds"] >= 0.0
     assert summary["package_version"] not in ("", None)
+    assert summary["git_revision"] == git_revision()
     phases = summary["phases"]
     assert phases["escape_time"] > 0.0
     assert phases["escape_time_predicted"] > 0.0

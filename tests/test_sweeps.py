@@ -32,6 +32,7 @@ from hierarchy.sweeps import (
     parse_sweep,
     run_sweep,
 )
+from hierarchy.provenance import git_revision
 from hierarchy.sweeps import runner as runner_module
 from hierarchy.sweeps.grid import canonical_config_json, config_point_id
 from hierarchy.sweeps.store import (
@@ -41,7 +42,6 @@ from hierarchy.sweeps.store import (
     SUMMARY_FILE,
     TAIL_PREDICTION_MISSING,
     StoreMetadata,
-    git_revision,
 )
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from ..config import parse_config
 from ..phases import analyze_phases, predict_tail_loss
 from ..pipeline import integrate_problem
+from ..provenance import git_revision
 from .grid import SweepSpec, load_sweep, parse_sweep
 from .store import (
     COMPUTE_LIBRARIES,
@@ -42,7 +43,6 @@ from .store import (
     PointRecord,
     StoreMetadata,
     SweepStore,
-    git_revision,
     library_versions,
 )
 

@@ -58,7 +58,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -157,29 +156,6 @@ def library_versions(names) -> dict:
             versions[name] = "not installed"
     versions["python"] = platform.python_version()
     return versions
-
-
-def git_revision(package_root: Path | None = None) -> str:
-    """Return ``git rev-parse HEAD`` of the repository that contains this package, or ``"unknown"``.
-
-    The revision is reported only when the package sits at the top level of
-    the repository, so an installed copy inside some other repository (a
-    virtual environment in a project folder) does not report that project.
-    """
-    if package_root is None:
-        package_root = Path(__file__).resolve().parents[1]
-    command = ["git", "-C", str(package_root), "rev-parse", "--show-toplevel", "HEAD"]
-    try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    lines = completed.stdout.split()
-    if completed.returncode != 0 or len(lines) != 2:
-        return "unknown"
-    top_level, revision = lines
-    if Path(top_level).resolve() / package_root.name != package_root.resolve():
-        return "unknown"
-    return revision
 
 
 def _finite_or_none(value) -> float | None:
