@@ -73,6 +73,7 @@ RELATIVE_LOSS_FLOOR = 1e-12
 # LATE_RATE_POINTS outputs.
 LATE_RATE_SEPARATION = 5.0
 LATE_RATE_POINTS = 3
+LATE_RATE_ROUNDING_MARGIN = 100.0
 # Panels per loss-curve figure.
 PANELS_PER_FIGURE = 12
 
@@ -324,7 +325,13 @@ def _late_rate_row(spec, problem, trajectory, detection) -> CheckRow | None:
     start = detection.convergence_time if gap == 0.0 else max(
         detection.convergence_time, LATE_RATE_SEPARATION / (4.0 * problem.rho1 * gap)
     )
-    usable = (trajectory.t >= start) & np.isfinite(trajectory.loss) & (trajectory.loss > detection.loss_floor)
+    # The sums m_1, q_1 over d terms carry rounding errors of up to about
+    # d eps relative, and the loss is linear in them near the optimum, so it
+    # levels off near that size (1.9e-12 at d = 1e5, a = 0). The fit stops
+    # a hundred times above it.
+    rounding_floor = LATE_RATE_ROUNDING_MARGIN * problem.d * np.finfo(float).eps * trajectory.loss[0]
+    floor = max(detection.loss_floor, rounding_floor)
+    usable = (trajectory.t >= start) & np.isfinite(trajectory.loss) & (trajectory.loss > floor)
     indices = np.flatnonzero(usable)
     if indices.size < LATE_RATE_POINTS:
         return None

@@ -224,6 +224,16 @@ def test_small_grid_late_rate(small_result):
     assert abs(rate.relative_error) < 1e-3
 
 
+def test_late_rate_stops_above_rounding_plateau():
+    """At d = 1e5 the loss levels off near 2e-12 from rounding in the sums over d terms; the fit must end above it."""
+    config = parse_check_config(
+        {"check": {"a": [0.0], "b": [0.0], "d": [100000], "t_end": 1e4}, "solver": {"rtol": 1e-10, "atol": 1e-16, "n_out": 121}}
+    )
+    rate = _rows(run_check(config), "late_decay_rate", a=0.0)[0]
+    assert rate.predicted == pytest.approx(4.0)
+    assert abs(rate.relative_error) < 1e-3
+
+
 def test_small_grid_files(small_result, tmp_path):
     paths = write_check_files(tmp_path / "out", small_result)
     names = {path.name for path in paths}
