@@ -83,7 +83,7 @@ def _accuracy_cases():
             yield pytest.param(problem, method, rtol, id=f"{problem}-{method}-{rtol:g}")
 
 
-@pytest.mark.parametrize("problem, method, rtol", _accuracy_cases())
+@pytest.mark.parametrize("problem, method, rtol", list(_accuracy_cases()))
 def test_error_within_measured_bound(problem, method, rtol):
     measured = MEASURED_ERROR_PER_RTOL[problem, method][RTOLS.index(rtol)]
     bound = max(SAFETY_FACTOR * measured, MIN_BOUND_PER_RTOL) * rtol
