@@ -3,10 +3,10 @@
 The compiled stepper is called in slices of the step budget, so a long run
 logs its progress and honours a wall-clock limit: every call returns after
 at most ``STEPS_PER_CALL`` steps, and the whole run after ``max_steps``.
-The first call takes ``FIRST_CALL_STEPS`` steps; later calls take as many
-steps as the measured time per step fits into ``SECONDS_PER_CALL``, so that
-a system of millions of equations still returns to the driver every second
-or so.
+A call takes at most ``EQUATION_STEPS_PER_CALL / n`` steps for ``n``
+equations, so that a system of millions of equations still returns to the
+driver every few seconds. The slices depend only on ``n``, never on timings,
+so the same run gives the same steps and the same numbers every time.
 """
 
 import logging
@@ -24,8 +24,9 @@ from .system import StructuredSystem
 logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 20_000
-FIRST_CALL_STEPS = 10
-SECONDS_PER_CALL = 1.0
+# A step costs about 30 to 200 ns per equation on one core (benchmarks/README.md),
+# so a call of this many equation-steps takes a fraction of a second to a few seconds.
+EQUATION_STEPS_PER_CALL = 5_000_000
 
 _REJECTION_REASONS = {
     common.NOT_REJECTED: "the steps needed to meet the tolerance fell below the resolution of t "
@@ -142,22 +143,17 @@ def solve(
     last_logged = started
     logger.info("%s: integrating %d equations with %s to t = %.3g", system.name, system.size, method, t_out[-1])
 
-    steps_per_call = FIRST_CALL_STEPS
+    steps_per_call = int(min(STEPS_PER_CALL, max(1, EQUATION_STEPS_PER_CALL // max(system.size, 1))))
     while next_out < n_out:
         budget_left = int(max_steps) - int(stats[common.STAT_STEPS])
         if budget_left <= 0:
             status = common.STATUS_STEP_BUDGET
             break
-        call_started = time.perf_counter()
-        steps_before = int(stats[common.STAT_STEPS])
         status, t, h, next_out, rejection_reason = integrator.advance(
             system, params, y, t, h, t_out, next_out, observables, states, save_state,
             rtol, atol, min(budget_left, steps_per_call), max_abs_state, stats, event_spec, event_state,
         )
         elapsed = time.perf_counter() - started
-        steps_per_call = _next_steps_per_call(
-            int(stats[common.STAT_STEPS]) - steps_before, time.perf_counter() - call_started
-        )
         if elapsed - (last_logged - started) > 5.0 or status != common.STATUS_STEP_BUDGET:
             logger.info(
                 "%s: t = %.4g, outputs %d/%d, %d steps (%d rejected), %.1f s",
@@ -252,13 +248,6 @@ def _prepare_events(system, params, events, y0, observed):
             value = observed[int(event_spec[i, 0])]
             event_state[i, common.EVENT_PREVIOUS_VALUE] = (abs(value) if event_spec[i, 2] else value) - event_spec[i, 1]
     return event_spec, event_state
-
-
-def _next_steps_per_call(steps: int, seconds: float) -> int:
-    """Return the step budget of the next call: what fits into ``SECONDS_PER_CALL`` at the measured pace."""
-    if steps <= 0 or seconds <= 0.0:
-        return STEPS_PER_CALL
-    return int(min(STEPS_PER_CALL, max(1, SECONDS_PER_CALL * steps / seconds)))
 
 
 def _describe(status, t, h, rejection_reason, max_steps, max_abs_state, max_wall_seconds):
