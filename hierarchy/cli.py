@@ -44,6 +44,7 @@ from .spectrum_comparison import (
 )
 from .sweeps import SweepRunError, SweepStoreError, default_local_workers, max_local_workers, run_sweep
 from .trajectory import Trajectory
+from .truncation_error import estimate_truncation_error
 
 EXIT_SUCCESS = 0
 EXIT_INTEGRATION_FAILED = 1
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", metavar="CONFIG.toml", help="TOML file with [problem], [truncation] and [solver] tables")
     run.add_argument("--out", required=True, metavar="DIR", help="output directory, created if missing")
     run.add_argument("--quiet", action="store_true", help="log only warnings and errors to stderr, not progress")
+    run.add_argument(
+        "--no-error-estimate", dest="error_estimate", action="store_false",
+        help=(
+            "skip the second integration on a finer spectral rule that estimates the truncation error "
+            "(it costs about as much as the run itself or more)"
+        ),
+    )
 
     compare = commands.add_parser(
         "compare",
@@ -262,7 +270,7 @@ def format_summary(config: RunConfig, problem: Problem, trajectory: Trajectory, 
     return "\n".join(lines)
 
 
-def _run(config_path: str, out_directory: str) -> int:
+def _run(config_path: str, out_directory: str, error_estimate: bool = True) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -286,6 +294,12 @@ def _run(config_path: str, out_directory: str) -> int:
         trajectory, problem, initial_loss=initial_loss, tail_prediction=tail_prediction, model=model
     )
 
+    truncation_error = None
+    if error_estimate and trajectory.success:
+        truncation_error = estimate_truncation_error(
+            problem, model, config.truncation, config.solver, trajectory, initial_loss
+        )
+
     # A measured spectrum is set beside the pure power law fitted to it.
     spectrum_comparison = None
     spec = config.problem
@@ -301,6 +315,8 @@ def _run(config_path: str, out_directory: str) -> int:
     out = Path(out_directory)
     try:
         extra = {} if spectrum_comparison is None else {"spectrum_comparison": spectrum_comparison.to_dict()}
+        if truncation_error is not None:
+            extra["truncation_error_estimate"] = truncation_error.to_dict()
         paths = write_run(out, config, problem, trajectory, report, tail_prediction, extra_summary=extra)
         plot_path = plot_run(
             out / PLOT_FILE, trajectory, report, problem.describe(), tail_prediction, model_name=describe_model(model)
@@ -315,6 +331,12 @@ def _run(config_path: str, out_directory: str) -> int:
     logger.info("wrote %s", ", ".join(str(path) for path in files))
 
     summary = format_summary(config, problem, trajectory, report, files)
+    if truncation_error is not None:
+        lines = summary.split("\n")
+        position = next((index for index, line in enumerate(lines) if line.startswith("truncation:")), None)
+        if position is not None:
+            lines.insert(position + 1, f"             {truncation_error.describe()}")
+        summary = "\n".join(lines)
     if spectrum_comparison is not None:
         head, _, tail = summary.rpartition("\nfiles:")
         summary = head + "\n\n" + "\n".join(format_spectrum_comparison(spectrum_comparison)) + "\n\nfiles:" + tail
@@ -508,8 +530,9 @@ def main(argv=None) -> int:
             return _sweep(arguments)
         if arguments.command == "simulate":
             return _simulate(arguments)
-        command = _compare if arguments.command == "compare" else _run
-        return command(arguments.config, arguments.out)
+        if arguments.command == "compare":
+            return _compare(arguments.config, arguments.out)
+        return _run(arguments.config, arguments.out, arguments.error_estimate)
     except _InputError as error:
         print(f"hierarchy: error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT

@@ -87,6 +87,43 @@ def test_run_csv_header_and_rows(small_run):
     assert columns["loss_tail_prediction"].shape == (80,)
 
 
+def test_run_estimates_truncation_error(small_run):
+    out, _, stdout, _ = small_run
+    estimate = json.loads((out / "summary.json").read_text())["truncation_error_estimate"]
+    # The finer rule has 12 bins per decade and 6 nodes per bin.
+    assert estimate["reference_equations"] > json.loads((out / "summary.json").read_text())["state_size"]
+    assert estimate["reference_status"] == "SUCCESS"
+    assert 0.0 < estimate["max_relative_difference_loss"] < 1e-2
+    assert 0.0 <= estimate["max_relative_difference_q1"] < 1e-4
+    assert "finer rule, spectral modes (K = " in stdout
+
+
+def test_run_error_estimate_matches_exact_flow(tmp_path):
+    """The estimate is of the size of the spectral modes' actual error against the exact flow."""
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    assert main(["run", str(config), "--out", str(tmp_path / "modes"), "--quiet"]) == 0
+    exact_config = tmp_path / "exact.toml"
+    exact_config.write_text(SMALL_CONFIG.replace('kind = "spectral_modes"', 'kind = "exact"'), encoding="utf-8")
+    assert main(["run", str(exact_config), "--out", str(tmp_path / "exact"), "--quiet"]) == 0
+    modes = read_trajectory_csv(tmp_path / "modes" / "trajectory.csv")
+    exact = read_trajectory_csv(tmp_path / "exact" / "trajectory.csv")
+    floor = 1e-8 * exact["loss"][0]
+    compared = exact["loss"] >= floor
+    actual = np.max(np.abs(modes["loss"][compared] / exact["loss"][compared] - 1.0))
+    estimate = json.loads((tmp_path / "modes" / "summary.json").read_text())["truncation_error_estimate"]
+    assert actual / 10 < estimate["max_relative_difference_loss"] < 10 * actual
+    assert "truncation_error_estimate" not in json.loads((tmp_path / "exact" / "summary.json").read_text())
+
+
+def test_run_without_error_estimate(tmp_path, capsys):
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet", "--no-error-estimate"]) == 0
+    assert "truncation_error_estimate" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "finer rule" not in capsys.readouterr().out
+
+
 def test_run_summary_json(small_run):
     out, _, _, _ = small_run
     summary = json.loads((out / "summary.json").read_text())
