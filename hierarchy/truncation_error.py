@@ -84,8 +84,13 @@ def estimate_truncation_error(
     """
     if truncation.kind != "spectral_modes":
         return None
-    reference = integrate_problem(problem, model, finer_rule(truncation), solver)
+    finer = finer_rule(truncation)
     loss_floor = LOSS_FLOOR_FRACTION * initial_loss
+    try:
+        reference = integrate_problem(problem, model, finer, solver)
+    except ValueError as error:
+        label = f"{finer.bins_per_decade} bins per decade, {finer.rule_order} nodes per bin"
+        return TruncationErrorEstimate(label, 0, f"NOT BUILT ({error})", None, None, None, loss_floor)
     if reference.t.size < trajectory.t.size:
         return TruncationErrorEstimate(reference.truncation, reference.state_size, reference.status, None, None, None, loss_floor)
     errors = measure_errors(trajectory, reference, loss_floor)

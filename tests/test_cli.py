@@ -361,3 +361,18 @@ def test_simulate_rejects_other_models(tmp_path, capsys):
     )
     assert main(["simulate", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "phase-retrieval gradient only" in capsys.readouterr().err
+
+
+def test_run_reports_finer_rule_that_cannot_be_built(tmp_path, monkeypatch, capsys):
+    import hierarchy.truncation_error as truncation_error
+
+    def reject(problem, model, truncation, solver):
+        raise ValueError("the rule is finer than the spectrum")
+
+    monkeypatch.setattr(truncation_error, "integrate_problem", reject)
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "stopped with NOT BUILT (the rule is finer than the spectrum), no error estimate" in capsys.readouterr().out
+    estimate = json.loads((tmp_path / "out" / "summary.json").read_text())["truncation_error_estimate"]
+    assert estimate["max_relative_difference_loss"] is None
