@@ -39,6 +39,7 @@ from .integrators import solve
 from .pipeline import SolverOptions, TruncationOptions, build_system
 from .rule_selection import LOSS_FLOOR_FRACTION
 from .trajectory import Trajectory
+from .truncation.moment_hierarchy import CLOSURES
 
 CSV_FILE = "compare.csv"
 PLOT_FILE = "compare.png"
@@ -481,14 +482,25 @@ def _error_axis_limits(rows: list) -> tuple:
     return bottom, top
 
 
+# Each series keeps its colour in both panels: spectral modes first, then the closures.
+SERIES_NAMES = ("spectral modes", *(f"{closure} closure" for closure in CLOSURES))
+
+
+def _series_name(row) -> str:
+    return "spectral modes" if row.kind == "spectral_modes" else f"{row.closure} closure"
+
+
+def _series_color(name: str) -> str:
+    return f"C{SERIES_NAMES.index(name) % 10}"
+
+
 def _draw_error_panel(axes, rows: list) -> None:
     """Draw the maximum relative loss error against K, one line per closure and one for spectral modes."""
     bottom, top = _error_axis_limits(rows)
     series = {}
     for row in rows:
         if not row.skipped:
-            name = "spectral modes" if row.kind == "spectral_modes" else f"{row.closure} closure"
-            series.setdefault(name, []).append(row)
+            series.setdefault(_series_name(row), []).append(row)
 
     failed_labelled = False
     for index, (name, members) in enumerate(series.items()):
@@ -498,7 +510,7 @@ def _draw_error_panel(axes, rows: list) -> None:
         # Errors that could not be measured or lie above the axis are drawn at its top.
         at_top = ~np.isfinite(errors) | (errors > top)
         drawn = np.clip(np.where(at_top, top, errors), bottom, top)
-        line = axes.plot(K, drawn, marker="o", label=name)[0]
+        line = axes.plot(K, drawn, marker="o", label=name, color=_series_color(name))[0]
 
         for row, k, value, clipped in zip(members, K, drawn, at_top):
             if row.failed:
@@ -568,7 +580,10 @@ def _draw_loss_panel(axes, comparison: Comparison) -> None:
     styles = ("--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)))
     for index, row in enumerate(representative_rows(comparison.rows)):
         label = row.label if row.status == "SUCCESS" else f"{row.label} ({row.status})"
-        axes.plot(row.trajectory.t, positive(row.trajectory.loss), linestyle=styles[index % len(styles)], label=label)
+        axes.plot(
+            row.trajectory.t, positive(row.trajectory.loss), linestyle=styles[index % len(styles)], label=label,
+            color=_series_color(_series_name(row)),
+        )
 
     axes.set_xscale("log")
     axes.set_yscale("log")
