@@ -1,4 +1,4 @@
-"""Where a result comes from: the package version and the git revision of its source."""
+"""Provenance of a result: the package version and the git revision of its source."""
 
 import importlib
 import importlib.metadata

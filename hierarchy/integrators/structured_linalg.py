@@ -34,7 +34,7 @@ import numpy as np
 # Storage of the factorised core: row i of ``lu`` holds columns
 # i - kl .. i + kl + ku of U (the extra kl columns receive fill-in from row
 # interchanges), so lu[i, j - i + kl] is entry (i, j). A diagonal core
-# (kl = ku = 0) is the exception: lu[i, 0] holds 1 / C_ii.
+# (kl = ku = 0) is the exception: lu[i, 0] contains 1 / C_ii.
 
 
 @numba.njit(cache=True)
@@ -68,7 +68,7 @@ def factor_shifted_band(shift, band, kl, ku, lu, multipliers, pivots):
 
     if kl == 0 and ku == 0:
         # Diagonal core (exact flow, spectral modes): no elimination and no
-        # pivoting. lu holds the reciprocals of the diagonal, so that every
+        # pivoting. lu contains the reciprocals of the diagonal, so that every
         # solve multiplies instead of dividing.
         scale = 0.0
         smallest_pivot = np.inf
@@ -140,7 +140,7 @@ def solve_shifted_band(lu, multipliers, pivots, kl, ku, x):
     n = x.shape[0]
 
     if kl == 0 and ku == 0:
-        # lu holds the reciprocals of the diagonal core.
+        # lu contains the reciprocals of the diagonal core.
         for i in range(n):
             x[i] *= lu[i, 0]
         return
