@@ -226,8 +226,8 @@ def covariance_spectrum(data: np.ndarray) -> np.ndarray:
     """Return the eigenvalues of the sample covariance of ``data`` (samples x features), in decreasing order.
 
     With fewer samples than features the covariance is diagonalised through
-    the smaller Gram matrix ``X_c X_c^T``, which has the same nonzero
-    eigenvalues; the remaining ``features - samples`` eigenvalues are zero.
+    the smaller Gram matrix ``X_c X_c^T``, because it has the same nonzero
+    eigenvalues. The remaining ``features - samples`` eigenvalues are zero.
     """
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2:

@@ -128,7 +128,7 @@ def test_main_check_every_case_skipped(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_case_out_of_memory_is_kept_as_failed_case(monkeypatch):
+def test_out_of_memory_case_fails_alone(monkeypatch):
     import hierarchy.check as check_module
 
     def exhaust_memory(spec, config, model):

@@ -87,6 +87,12 @@ def test_run_csv_header_and_rows(small_run):
     assert columns["loss_tail_prediction"].shape == (80,)
 
 
+def _write_config(tmp_path, text=SMALL_CONFIG, name="small.toml"):
+    config = tmp_path / name
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
 def test_run_estimates_truncation_error(small_run):
     out, _, stdout, _ = small_run
     estimate = json.loads((out / "summary.json").read_text())["truncation_error_estimate"]
@@ -100,11 +106,9 @@ def test_run_estimates_truncation_error(small_run):
 
 def test_run_error_estimate_matches_exact_flow(tmp_path):
     """The estimate is of the size of the spectral modes' actual error against the exact flow."""
-    config = tmp_path / "small.toml"
-    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    config = _write_config(tmp_path)
     assert main(["run", str(config), "--out", str(tmp_path / "modes"), "--quiet"]) == 0
-    exact_config = tmp_path / "exact.toml"
-    exact_config.write_text(SMALL_CONFIG.replace('kind = "spectral_modes"', 'kind = "exact"'), encoding="utf-8")
+    exact_config = _write_config(tmp_path, SMALL_CONFIG.replace('kind = "spectral_modes"', 'kind = "exact"'), "exact.toml")
     assert main(["run", str(exact_config), "--out", str(tmp_path / "exact"), "--quiet"]) == 0
     modes = read_trajectory_csv(tmp_path / "modes" / "trajectory.csv")
     exact = read_trajectory_csv(tmp_path / "exact" / "trajectory.csv")
@@ -117,8 +121,7 @@ def test_run_error_estimate_matches_exact_flow(tmp_path):
 
 
 def test_run_without_error_estimate(tmp_path, capsys):
-    config = tmp_path / "small.toml"
-    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    config = _write_config(tmp_path)
     assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet", "--no-error-estimate"]) == 0
     assert "truncation_error_estimate" not in json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "finer rule" not in capsys.readouterr().out
@@ -370,8 +373,7 @@ def test_run_reports_finer_rule_that_cannot_be_built(tmp_path, monkeypatch, caps
         raise ValueError("the rule is finer than the spectrum")
 
     monkeypatch.setattr(truncation_error, "integrate_problem", reject)
-    config = tmp_path / "small.toml"
-    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    config = _write_config(tmp_path)
     assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "stopped with NOT BUILT (the rule is finer than the spectrum), no error estimate" in capsys.readouterr().out
     estimate = json.loads((tmp_path / "out" / "summary.json").read_text())["truncation_error_estimate"]

@@ -166,10 +166,10 @@ class TrainingSettings:
 
     def _check_seeds(self) -> None:
         is_sequence = isinstance(self.seeds, (tuple, list))
-        shown = f"a list of {len(self.seeds)} seeds" if is_sequence and len(self.seeds) > 20 else repr(self.seeds)
+        seeds_text = f"a list of {len(self.seeds)} seeds" if is_sequence and len(self.seeds) > 20 else repr(self.seeds)
         _require(
             is_sequence and 1 <= len(self.seeds) <= MAX_SEEDS,
-            f"seeds = {shown} is invalid: it must be a tuple of 1 to {MAX_SEEDS} integer seeds",
+            f"seeds = {seeds_text} is invalid: it must be a tuple of 1 to {MAX_SEEDS} integer seeds",
         )
         for seed in self.seeds:
             _require(

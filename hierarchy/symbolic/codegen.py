@@ -107,7 +107,7 @@ def _to_arguments(expression: sympy.Expr, name: str) -> sympy.Expr:
 
 # Integers beyond 2^53 are not exact as floats anyway, and beyond 2^63 Numba
 # cannot type them as int64 literals at all.
-LARGEST_EXACT_INTEGER = 2**53
+MAX_EXACT_INTEGER = 2**53
 
 
 def _large_rationals_as_floats(expression: sympy.Expr) -> sympy.Expr:
@@ -120,7 +120,7 @@ def _large_rationals_as_floats(expression: sympy.Expr) -> sympy.Expr:
     large = {
         number: sympy.Float(number, 17)
         for number in expression.atoms(sympy.Rational)
-        if abs(number.p) > LARGEST_EXACT_INTEGER or number.q > LARGEST_EXACT_INTEGER
+        if abs(number.p) > MAX_EXACT_INTEGER or number.q > MAX_EXACT_INTEGER
     }
     return expression.xreplace(large) if large else expression
 
