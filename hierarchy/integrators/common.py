@@ -190,6 +190,39 @@ def write_dense_outputs(
     return next_out
 
 
+# A step that would end less than this fraction of h before the output time
+# it aims at is stretched to end on it, so that no sliver step is left over.
+OUTPUT_STRETCH = 0.01
+# Output times closer than this many units of rounding (eps |t|) to the
+# current time, or to each other, are not separate step ends. A step to
+# them would fall below the step-size collapse limit of 10 eps |t|.
+OUTPUT_RESOLUTION = 100.0
+
+
+@numba.njit(cache=True)
+def step_end_at_output(t, h, t_out, next_out):
+    """Choose the end of a step of proposed size ``h`` from ``t`` so that it passes no output time.
+
+    Returns ``(t_end, clipped)``. The step aims at ``t_out[i]``, the first
+    output time at least ``OUTPUT_RESOLUTION`` eps ``|t|`` after ``t``, or the
+    last of a run of output times that lie that close together. When
+    ``t + (1 + OUTPUT_STRETCH) h`` reaches it, the step ends exactly on it
+    (``t_end = t_out[i]``, ``clipped = True``). Otherwise the step keeps its
+    size (``t_end = t + h``). Output times closer to ``t`` than the
+    resolution are written from the dense output of the step.
+    """
+    eps = np.finfo(np.float64).eps
+    n_out = t_out.shape[0]
+    target = next_out
+    while target < n_out - 1 and t_out[target] - t <= OUTPUT_RESOLUTION * eps * max(abs(t), abs(t_out[target])):
+        target += 1
+    while target < n_out - 1 and t_out[target + 1] - t_out[target] <= OUTPUT_RESOLUTION * eps * abs(t_out[target + 1]):
+        target += 1
+    if t + (1.0 + OUTPUT_STRETCH) * h >= t_out[target]:
+        return t_out[target], True
+    return t + h, False
+
+
 # Columns of the event arrays: the specification (observable index, level,
 # 1.0 to use the absolute value of the observable) and the running state
 # (value at the start of the step, first crossing time or NaN).
