@@ -49,21 +49,22 @@ from .common import (
     STAT_JACOBIANS,
     STAT_NEWTON_FAILURES,
     STAT_NEWTON_ITERATIONS,
-    STAT_NONFINITE_REJECTIONS,
-    STAT_REJECTED,
     STAT_RHS,
-    STAT_SINGULAR_REJECTIONS,
     STAT_STEPS,
     STATUS_DIVERGED,
     STATUS_STEP_BUDGET,
     STATUS_STEP_SIZE_COLLAPSE,
     STATUS_SUCCESS,
     all_finite,
+    allocate_factors,
+    allocate_jacobian,
+    count_rejection,
     initial_step,
+    locate_events,
     max_abs,
+    step_size_collapsed,
     stepper_signature,
     weighted_rms,
-    locate_events,
     write_dense_outputs,
 )
 from .structured_linalg import factor_structured, solve_structured, structured_residual
@@ -371,15 +372,8 @@ def integrate_bdf(
     n_out = t_out.shape[0]
     eps = np.finfo(np.float64).eps
 
-    band = np.zeros((n, kl + ku + 1))
-    U = np.zeros((n, rank))
-    V = np.zeros((n, rank))
-    lu = np.zeros((n, 2 * kl + ku + 1))
-    multipliers = np.zeros((n, max(kl, 1)))
-    pivots = np.zeros(n, dtype=np.int64)
-    Z = np.zeros((n, rank))
-    capacitance = np.zeros((rank, rank))
-    capacitance_pivots = np.zeros(rank, dtype=np.int64)
+    band, U, V = allocate_jacobian(n, kl, ku, rank)
+    lu, multipliers, pivots, Z, capacitance, capacitance_pivots = allocate_factors(n, kl, ku, rank, 0.0)
 
     y_pred = np.empty(n)
     psi = np.empty(n)
@@ -446,7 +440,7 @@ def integrate_bdf(
                 equal_steps = 0
             h = h_clipped
             clipped = True
-        if h <= 10.0 * eps * max(abs(t), 1e-300):
+        if step_size_collapsed(t, h):
             history[HISTORY_VALID] = 0
             return STATUS_STEP_SIZE_COLLAPSE, t, h, next_out, rejection_reason
         steps_taken += 1
@@ -502,18 +496,16 @@ def integrate_bdf(
             jacobian_stale = True
 
         if outcome != NEWTON_CONVERGED:
-            stats[STAT_REJECTED] += 1
             if outcome == NEWTON_SINGULAR:
-                stats[STAT_SINGULAR_REJECTIONS] += 1
                 rejection_reason = REJECTED_SINGULAR
                 factor = RETRY_FACTOR
             elif outcome == NEWTON_NONFINITE:
-                stats[STAT_NONFINITE_REJECTIONS] += 1
                 rejection_reason = REJECTED_NONFINITE
                 factor = RETRY_FACTOR
             else:
                 rejection_reason = REJECTED_NEWTON
                 factor = NEWTON_FAILURE_FACTOR
+            count_rejection(stats, rejection_reason)
             rescale_differences(differences, order, factor)
             h *= factor
             equal_steps = 0
@@ -526,16 +518,15 @@ def integrate_bdf(
             work[k] = NDF_ERROR_CONSTANT[order] * correction[k]
         error_norm = weighted_rms(work, y, y_new, rtol, atol)
         if not (np.isfinite(error_norm) and all_finite(y_new)):
-            stats[STAT_REJECTED] += 1
-            stats[STAT_NONFINITE_REJECTIONS] += 1
             rejection_reason = REJECTED_NONFINITE
+            count_rejection(stats, rejection_reason)
             rescale_differences(differences, order, RETRY_FACTOR)
             h *= RETRY_FACTOR
             equal_steps = 0
             continue
         if error_norm > 1.0:
-            stats[STAT_REJECTED] += 1
             rejection_reason = REJECTED_BY_ERROR
+            count_rejection(stats, rejection_reason)
             factor = max(MIN_FACTOR, safety * error_norm ** (-1.0 / (order + 1)))
             rescale_differences(differences, order, factor)
             h *= factor

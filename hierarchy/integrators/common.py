@@ -155,6 +155,78 @@ def initial_step(y, f0, rtol, atol):
 
 
 @numba.njit(cache=True)
+def allocate_jacobian(n, kl, ku, rank):
+    """Allocate the structured Jacobian ``(band, U, V)`` of an ``n``-equation system."""
+    return np.zeros((n, kl + ku + 1)), np.zeros((n, rank)), np.zeros((n, rank))
+
+
+@numba.njit(cache=True)
+def allocate_factors(n, kl, ku, rank, zero):
+    """Allocate the factors of ``factor_structured`` for one shift, with entries of the type of ``zero``.
+
+    Pass ``0.0`` for a real shift and ``0j`` for a complex one. Returns
+    ``(lu, multipliers, pivots, woodbury_z, capacitance, capacitance_pivots)``
+    in the order ``factor_structured`` takes them.
+    """
+    lu = np.full((n, 2 * kl + ku + 1), zero)
+    multipliers = np.full((n, max(kl, 1)), zero)
+    pivots = np.zeros(n, dtype=np.int64)
+    woodbury_z = np.full((n, rank), zero)
+    capacitance = np.full((rank, rank), zero)
+    capacitance_pivots = np.zeros(rank, dtype=np.int64)
+    return lu, multipliers, pivots, woodbury_z, capacitance, capacitance_pivots
+
+
+@numba.njit(cache=True)
+def step_size_collapsed(t, h):
+    """Return whether ``h`` is too small to move ``t`` by more than rounding (10 eps ``|t|``)."""
+    return h <= 10.0 * np.finfo(np.float64).eps * max(abs(t), 1e-300)
+
+
+@numba.njit(cache=True)
+def count_rejection(stats, reason):
+    """Count a rejected step in ``stats``, and a singular or non-finite one under its reason too."""
+    stats[STAT_REJECTED] += 1
+    if reason == REJECTED_SINGULAR:
+        stats[STAT_SINGULAR_REJECTIONS] += 1
+    elif reason == REJECTED_NONFINITE:
+        stats[STAT_NONFINITE_REJECTIONS] += 1
+
+
+@numba.njit(cache=True)
+def advance_state(rhs, params, drive, t_new, y, y_new, f0, max_abs_state, stats):
+    """Move the state to an accepted step's end ``y_new`` and evaluate ``f0 = f(t_new, y)`` there.
+
+    Returns ``False`` when the new state exceeds ``max_abs_state`` or ``f0``
+    is not finite (the run has diverged), otherwise ``True``. ``f0`` is not
+    evaluated in the first case.
+    """
+    for k in range(y.shape[0]):
+        y[k] = y_new[k]
+    if max_abs(y) > max_abs_state:
+        return False
+    rhs(t_new, y, params, drive, f0)
+    stats[STAT_RHS] += 1
+    return all_finite(f0)
+
+
+@numba.njit(cache=True)
+def next_step_size(h, factor, previous_rejected, clipped, h_proposed):
+    """Compute the next step size ``h factor``, not grown right after a rejection.
+
+    A step cut short (``clipped``) at an output time must not shrink the
+    steps after it, so the next step is at least ``h_proposed``, the size
+    proposed before the cut.
+    """
+    if previous_rejected:
+        factor = min(1.0, factor)
+    h_next = h * factor
+    if clipped and h_proposed > h_next:
+        h_next = h_proposed
+    return h_next
+
+
+@numba.njit(cache=True)
 def write_dense_outputs(
     t, h, t_new, polynomial, y_new, t_out, next_out, observe, params, drive,
     observables, states, save_state, work, observed,

@@ -46,22 +46,24 @@ from .common import (
     STAT_JACOBIANS,
     STAT_NEWTON_FAILURES,
     STAT_NEWTON_ITERATIONS,
-    STAT_NONFINITE_REJECTIONS,
-    STAT_REJECTED,
     STAT_RHS,
-    STAT_SINGULAR_REJECTIONS,
     STAT_STEPS,
     STATUS_DIVERGED,
     STATUS_STEP_BUDGET,
     STATUS_STEP_SIZE_COLLAPSE,
     STATUS_SUCCESS,
+    advance_state,
     all_finite,
+    allocate_factors,
+    allocate_jacobian,
+    count_rejection,
     initial_step,
-    max_abs,
+    locate_events,
+    next_step_size,
+    step_end_at_output,
+    step_size_collapsed,
     stepper_signature,
     weighted_rms,
-    locate_events,
-    step_end_at_output,
     write_dense_outputs,
 )
 from .structured_linalg import factor_structured, solve_structured, structured_residual
@@ -163,25 +165,17 @@ def integrate_radau5(
     n_out = t_out.shape[0]
     eps = np.finfo(np.float64).eps
 
-    band = np.zeros((n, kl + ku + 1))
-    U = np.zeros((n, rank))
-    V = np.zeros((n, rank))
+    band, U, V = allocate_jacobian(n, kl, ku, rank)
 
     # Factors of the real system (gamma / h I - J).
-    real_lu = np.zeros((n, 2 * kl + ku + 1))
-    real_multipliers = np.zeros((n, max(kl, 1)))
-    real_pivots = np.zeros(n, dtype=np.int64)
-    real_woodbury_z = np.zeros((n, rank))
-    real_capacitance = np.zeros((rank, rank))
-    real_capacitance_pivots = np.zeros(rank, dtype=np.int64)
+    (
+        real_lu, real_multipliers, real_pivots, real_woodbury_z, real_capacitance, real_capacitance_pivots,
+    ) = allocate_factors(n, kl, ku, rank, 0.0)
 
     # Factors of the complex system ((alpha + i beta) / h I - J).
-    pair_lu = np.zeros((n, 2 * kl + ku + 1), dtype=np.complex128)
-    pair_multipliers = np.zeros((n, max(kl, 1)), dtype=np.complex128)
-    pair_pivots = np.zeros(n, dtype=np.int64)
-    pair_woodbury_z = np.zeros((n, rank), dtype=np.complex128)
-    pair_capacitance = np.zeros((rank, rank), dtype=np.complex128)
-    pair_capacitance_pivots = np.zeros(rank, dtype=np.int64)
+    (
+        pair_lu, pair_multipliers, pair_pivots, pair_woodbury_z, pair_capacitance, pair_capacitance_pivots,
+    ) = allocate_factors(n, kl, ku, rank, 0j)
 
     stage_z = np.zeros((3, n))  # Z_i = Y_i - y
     stage_w = np.zeros((3, n))  # W = (T^{-1} x I) Z
@@ -239,7 +233,7 @@ def integrate_radau5(
         t_new, clipped = step_end_at_output(t, h, t_out, next_out)
         if clipped:
             h = t_new - t
-        if h <= 10.0 * eps * max(abs(t), 1e-300):
+        if step_size_collapsed(t, h):
             return STATUS_STEP_SIZE_COLLAPSE, t, h, next_out, rejection_reason
         steps_taken += 1
         stats[STAT_STEPS] += 1
@@ -262,9 +256,8 @@ def integrate_radau5(
         )
         stats[STAT_FACTORIZATIONS] += 2
         if not (real_quality > 0.0 and pair_quality > 0.0):
-            stats[STAT_SINGULAR_REJECTIONS] += 1
-            stats[STAT_REJECTED] += 1
             rejection_reason = REJECTED_SINGULAR
+            count_rejection(stats, rejection_reason)
             h *= RETRY_FACTOR
             previous_rejected = True
             continue
@@ -390,16 +383,12 @@ def integrate_radau5(
         if not converged:
             if failure == NOT_REJECTED:
                 failure = REJECTED_NEWTON
-            stats[STAT_REJECTED] += 1
             rejection_reason = failure
+            count_rejection(stats, rejection_reason)
             if failure == REJECTED_NEWTON:
                 stats[STAT_NEWTON_FAILURES] += 1
                 h *= NEWTON_FAILURE_FACTOR
-            elif failure == REJECTED_SINGULAR:
-                stats[STAT_SINGULAR_REJECTIONS] += 1
-                h *= RETRY_FACTOR
             else:
-                stats[STAT_NONFINITE_REJECTIONS] += 1
                 h *= RETRY_FACTOR
             previous_rejected = True
             continue
@@ -433,9 +422,8 @@ def integrate_radau5(
             )
             error_norm = weighted_rms(error, y, y_new, error_rtol, error_atol)
         if not (np.isfinite(error_norm) and all_finite(y_new)):
-            stats[STAT_REJECTED] += 1
-            stats[STAT_NONFINITE_REJECTIONS] += 1
             rejection_reason = REJECTED_NONFINITE
+            count_rejection(stats, rejection_reason)
             h *= RETRY_FACTOR
             previous_rejected = True
             continue
@@ -449,8 +437,8 @@ def integrate_radau5(
         factor = min(MAX_FACTOR, max(MIN_FACTOR, safety * error_norm ** (-ERROR_EXPONENT)))
 
         if error_norm > 1.0:
-            stats[STAT_REJECTED] += 1
             rejection_reason = REJECTED_BY_ERROR
+            count_rejection(stats, rejection_reason)
             h *= factor
             previous_rejected = True
             continue
@@ -479,17 +467,11 @@ def integrate_radau5(
             )
 
         t = t_new
-        for k in range(n):
-            y[k] = y_new[k]
+        if not advance_state(rhs, params, drive, t, y, y_new, f0, max_abs_state, stats):
+            return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
         jacobian_current = False
         need_jacobian = not (iterations == 1 or rate <= JACOBIAN_REUSE_RATE)
         newton_eta = eta
-        if max_abs(y) > max_abs_state:
-            return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
-        rhs(t, y, params, drive, f0)
-        stats[STAT_RHS] += 1
-        if not all_finite(f0):
-            return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
 
         # Predictive (Gustafsson) controller: take the smaller of the standard
         # step and the one extrapolated from the last two accepted errors.
@@ -501,13 +483,7 @@ def integrate_radau5(
             factor = min(factor, min(MAX_FACTOR, max(MIN_FACTOR, predictive)))
         accepted_step = h
         accepted_error = max(MIN_PREDICTIVE_ERROR_NORM, error_norm)
-        if previous_rejected:
-            factor = min(1.0, factor)
-        h_next = h * factor
-        # A step cut short at an output time must not shrink the steps after it.
-        if clipped and h_proposed > h_next:
-            h_next = h_proposed
-        h = h_next
+        h = next_step_size(h, factor, previous_rejected, clipped, h_proposed)
         first_step = False
         previous_rejected = False
         rejection_reason = NOT_REJECTED

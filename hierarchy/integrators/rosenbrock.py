@@ -32,19 +32,21 @@ from .common import (
     STAT_ACCEPTED,
     STAT_FACTORIZATIONS,
     STAT_JACOBIANS,
-    STAT_NONFINITE_REJECTIONS,
-    STAT_REJECTED,
     STAT_RHS,
-    STAT_SINGULAR_REJECTIONS,
     STAT_STEPS,
     STATUS_DIVERGED,
     STATUS_STEP_BUDGET,
     STATUS_STEP_SIZE_COLLAPSE,
     STATUS_SUCCESS,
+    advance_state,
     all_finite,
+    allocate_factors,
+    allocate_jacobian,
+    count_rejection,
     initial_step,
-    max_abs,
     locate_events,
+    next_step_size,
+    step_size_collapsed,
     stepper_signature,
     weighted_rms,
     write_dense_outputs,
@@ -88,17 +90,9 @@ def integrate_rosenbrock(
     n = y.shape[0]
     stages = b.shape[0]
     n_out = t_out.shape[0]
-    eps = np.finfo(np.float64).eps
 
-    band = np.zeros((n, kl + ku + 1))
-    U = np.zeros((n, rank))
-    V = np.zeros((n, rank))
-    lu = np.zeros((n, 2 * kl + ku + 1))
-    multipliers = np.zeros((n, max(kl, 1)))
-    pivots = np.zeros(n, dtype=np.int64)
-    Z = np.zeros((n, rank))
-    capacitance = np.zeros((rank, rank))
-    capacitance_pivots = np.zeros(rank, dtype=np.int64)
+    band, U, V = allocate_jacobian(n, kl, ku, rank)
+    lu, multipliers, pivots, Z, capacitance, capacitance_pivots = allocate_factors(n, kl, ku, rank, 0.0)
 
     u = np.zeros((stages, n))
     f0 = np.empty(n)
@@ -133,7 +127,7 @@ def integrate_rosenbrock(
         if t + h >= t_stop:
             h = t_stop - t
             clipped = True
-        if h <= 10.0 * eps * max(abs(t), 1e-300):
+        if step_size_collapsed(t, h):
             return STATUS_STEP_SIZE_COLLAPSE, t, h, next_out, rejection_reason
         steps_taken += 1
         stats[STAT_STEPS] += 1
@@ -147,9 +141,8 @@ def integrate_rosenbrock(
         )
         stats[STAT_FACTORIZATIONS] += 1
         if not (pivot_quality > 0.0):
-            stats[STAT_SINGULAR_REJECTIONS] += 1
-            stats[STAT_REJECTED] += 1
             rejection_reason = REJECTED_SINGULAR
+            count_rejection(stats, rejection_reason)
             h *= RETRY_FACTOR
             previous_rejected = True
             continue
@@ -188,7 +181,6 @@ def integrate_rosenbrock(
             if not all_finite(u[i]):
                 stage_failed = True
                 rejection_reason = REJECTED_NONFINITE
-                stats[STAT_NONFINITE_REJECTIONS] += 1
                 break
             if i == 0:
                 # The Woodbury splitting can lose accuracy when the banded core
@@ -197,10 +189,9 @@ def integrate_rosenbrock(
                 if not (backward_error <= RESIDUAL_TOLERANCE):
                     stage_failed = True
                     rejection_reason = REJECTED_SINGULAR
-                    stats[STAT_SINGULAR_REJECTIONS] += 1
                     break
         if stage_failed:
-            stats[STAT_REJECTED] += 1
+            count_rejection(stats, rejection_reason)
             h *= RETRY_FACTOR
             previous_rejected = True
             continue
@@ -218,16 +209,15 @@ def integrate_rosenbrock(
                     error[k] += error_weight * u[j, k]
         error_norm = weighted_rms(error, y, y_new, rtol, atol)
         if not (np.isfinite(error_norm) and all_finite(y_new)):
-            stats[STAT_REJECTED] += 1
-            stats[STAT_NONFINITE_REJECTIONS] += 1
             rejection_reason = REJECTED_NONFINITE
+            count_rejection(stats, rejection_reason)
             h *= RETRY_FACTOR
             previous_rejected = True
             continue
 
         if error_norm > 1.0:
-            stats[STAT_REJECTED] += 1
             rejection_reason = REJECTED_BY_ERROR
+            count_rejection(stats, rejection_reason)
             h *= max(MIN_FACTOR, SAFETY * error_norm ** (-error_exponent))
             previous_rejected = True
             continue
@@ -268,23 +258,12 @@ def integrate_rosenbrock(
                 )
 
         t = t_new
-        for k in range(n):
-            y[k] = y_new[k]
-        if max_abs(y) > max_abs_state:
-            return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
-        rhs(t, y, params, drive, f0)
-        stats[STAT_RHS] += 1
-        if not all_finite(f0):
+        if not advance_state(rhs, params, drive, t, y, y_new, f0, max_abs_state, stats):
             return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
 
         factor = SAFETY * error_norm ** (-error_exponent) if error_norm > 0.0 else MAX_FACTOR
         factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
-        if previous_rejected:
-            factor = min(1.0, factor)
-        h_next = h * factor
-        if clipped and h_proposed > h_next:
-            h_next = h_proposed
-        h = h_next
+        h = next_step_size(h, factor, previous_rejected, clipped, h_proposed)
         previous_rejected = False
         rejection_reason = NOT_REJECTED
 
