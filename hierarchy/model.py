@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ from hierarchy.symbolic.single_index import (
     to_rational,
 )
 
-__all__ = ["MODEL_CONFIG_KEYS", "PhaseRetrieval", "SingleIndexModel", "model_from_config"]
+__all__ = ["MODEL_CONFIG_KEYS", "PhaseRetrieval", "SingleIndexModel", "evaluate_loss", "model_from_config"]
+
+logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_KEYS = ("student", "teacher", "hermite_order", "noise_variance", "ridge", "prefactor")
 """Keys of the ``[model]`` table that :func:`model_from_config` reads."""
@@ -69,6 +72,62 @@ _GENERATOR_SOURCES = tuple(
 )
 
 
+def evaluate_loss(
+    kernels, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike, statistics_operations: int = 0, description: str = "loss"
+) -> np.ndarray | float:
+    """Evaluate the population loss with a generated kernel module, clearing negative rounding values.
+
+    Every loss of these models is an expectation of a square, so ``F >= 0``
+    wherever ``(q1, m1, rho1)`` are the statistics of real weights. Near
+    ``F = 0`` the terms of ``F`` cancel, and rounding of the formula and of
+    the statistics can give values such as ``-2e-16``. A negative value within
+    ``kernels.loss_rounding_bound`` of zero is set to 0. A value below that
+    bound is kept and logged as a warning, because the statistics then
+    violate a constraint of real weights (``q1 rho1 >= m1^2`` or
+    ``q1 >= 0``) by more than rounding, which integration or truncation
+    error causes.
+
+    Parameters
+    ----------
+    kernels : module
+        A generated module with ``loss`` and ``loss_rounding_bound``.
+    q1, m1, rho1 : float or array
+        The statistics, broadcast against each other.
+    statistics_operations : int
+        Number of rounded operations behind each statistic: 0 for exact
+        values, about ``d`` for a sum over ``d`` coordinates.
+    description : str
+        What the loss belongs to, for the warning.
+    """
+    loss = kernels.loss(q1, m1, rho1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = kernels.loss_rounding_bound(q1, m1, rho1, statistics_operations)
+    # A loss that does not depend on the statistics (a constant model) comes back as a scalar.
+    shape = np.broadcast_shapes(*(np.shape(value) for value in (q1, m1, rho1, loss)))
+    values = np.array(np.broadcast_to(np.asarray(loss, dtype=np.float64), shape))
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), shape)
+
+    # An overflowed loss of -inf has an infinite bound too, and it is not rounding.
+    with np.errstate(invalid="ignore"):
+        negative = values < 0.0
+        rounding = negative & np.isfinite(values) & (values >= -bound)
+    inconsistent = negative & ~rounding
+    values[rounding] = 0.0
+    if np.any(inconsistent):
+        lowest = np.unravel_index(np.argmin(np.where(inconsistent, values, np.inf)), shape)
+        q1_low, m1_low, rho1_low = (
+            float(np.broadcast_to(np.asarray(value, dtype=np.float64), shape)[lowest]) for value in (q1, m1, rho1)
+        )
+        logger.warning(
+            "%s is negative beyond rounding at %d of %d points, lowest %.3g (bound %.2g) at q1 = %.10g, "
+            "m1 = %.10g, rho1 = %.10g, where q1 rho1 - m1^2 = %.3g. Integration or truncation error gives such "
+            "statistics, so the values are kept",
+            description, int(np.count_nonzero(inconsistent)), values.size, float(values[lowest]),
+            float(bound[lowest]), q1_low, m1_low, rho1_low, q1_low * rho1_low - m1_low**2,
+        )
+    return float(values) if values.ndim == 0 else values
+
+
 @dataclass(frozen=True)
 class PhaseRetrieval:
     """Phase retrieval: student ``(w·x)^2``, teacher ``(w*·x)^2``, data ``x ~ N(0, Σ)``.
@@ -86,9 +145,15 @@ class PhaseRetrieval:
     name: ClassVar[str] = "phase_retrieval"
     is_phase_retrieval: ClassVar[bool] = True
 
-    def loss(self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike) -> np.ndarray | float:
-        """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays."""
-        return _phase_retrieval.loss(q1, m1, rho1)
+    def loss(
+        self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike, statistics_operations: int = 0, description: str = "loss"
+    ) -> np.ndarray | float:
+        """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays.
+
+        Negative values within the rounding bound are returned as 0, and
+        ``statistics_operations`` sizes that bound (see :func:`evaluate_loss`).
+        """
+        return evaluate_loss(_phase_retrieval, q1, m1, rho1, statistics_operations, description)
 
     @property
     def drive(self):
@@ -102,7 +167,10 @@ class PhaseRetrieval:
 
     @property
     def loss_kernel(self):
-        """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code."""
+        """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code.
+
+        It evaluates the formula as it is, without clearing negative rounding values as ``loss`` does.
+        """
         return _phase_retrieval.loss_kernel
 
 
@@ -277,9 +345,15 @@ class SingleIndexModel:
             regenerate_command="delete this file; the next process that uses this SingleIndexModel writes it again",
         )
 
-    def loss(self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike) -> np.ndarray | float:
-        """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays, without the ridge term."""
-        return self._kernels.loss(q1, m1, rho1)
+    def loss(
+        self, q1: ArrayLike, m1: ArrayLike, rho1: ArrayLike, statistics_operations: int = 0, description: str = "loss"
+    ) -> np.ndarray | float:
+        """Evaluate the population loss ``F(q_1, m_1; rho_1)``, elementwise on arrays, without the ridge term.
+
+        Negative values within the rounding bound are returned as 0, and
+        ``statistics_operations`` sizes that bound (see :func:`evaluate_loss`).
+        """
+        return evaluate_loss(self._kernels, q1, m1, rho1, statistics_operations, description)
 
     @property
     def drive(self):
@@ -292,7 +366,10 @@ class SingleIndexModel:
 
     @property
     def loss_kernel(self):
-        """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code."""
+        """Compiled scalar loss ``(q1, m1, rho1) -> F``, for use inside Numba code.
+
+        It evaluates the formula as it is, without clearing negative rounding values as ``loss`` does.
+        """
         return self._kernels.loss_kernel
 
 

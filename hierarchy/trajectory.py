@@ -15,7 +15,8 @@ class Trajectory:
     ----------
     t, m1, q1, loss : arrays
         Output times reached and the statistics there; ``loss`` is the
-        model's ``F(q_1, m_1; rho_1)``.
+        model's ``F(q_1, m_1; rho_1)``, with negative values within its
+        rounding bound set to 0 (see ``hierarchy.model.evaluate_loss``).
     rho1, rho2 : float
         Teacher statistics ``rho_k = w*^T Sigma^k w*`` of the problem.
     truncation : str
@@ -59,12 +60,16 @@ class Trajectory:
         """Build the trajectory of an integration whose observables are ``(m1, q1)``."""
         m1 = solution.observable("m1").copy()
         q1 = solution.observable("q1").copy()
+        # The exact flow sums d = state_size products of three factors into q_1 and m_1, the spectral
+        # modes state_size / 2 sums of products of up to four factors, and a moment truncation
+        # integrates them directly, so state_size + 5 rounded operations bound each path.
+        loss = model.loss(q1, m1, rho1, statistics_operations=state_size + 5, description=f"the loss of {truncation}")
         return cls(
             t=solution.t.copy(),
             m1=m1,
             q1=q1,
             # A loss that does not depend on the statistics (a constant model) comes back as a scalar.
-            loss=np.broadcast_to(np.asarray(model.loss(q1, m1, rho1), dtype=np.float64), q1.shape).copy(),
+            loss=np.broadcast_to(np.asarray(loss, dtype=np.float64), q1.shape).copy(),
             rho1=float(rho1),
             rho2=float(rho2),
             truncation=truncation,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import types
 
 import numba
 import numpy as np
 import pytest
 
+from hierarchy._generated import phase_retrieval
 from hierarchy.kernel_types import DriveType
-from hierarchy.model import PhaseRetrieval
+from hierarchy.model import PhaseRetrieval, evaluate_loss
+
+UNIT_ROUNDOFF = 2.0**-53
 
 DIMENSION = 20
 EXPONENT = 1.5
@@ -72,6 +77,87 @@ def test_loss_kernel_matches_loss():
     model = PhaseRetrieval()
     for q1, m1, rho1 in [(0.3, -0.1, 1.0), (2.0, 1.5, 0.7), (0.0, 0.0, 1.0)]:
         assert model.loss_kernel(q1, m1, rho1) == pytest.approx(model.loss(q1, m1, rho1), rel=1e-15)
+
+
+def test_loss_of_converged_run_is_zero():
+    """The last output of the spectral modes on examples/power_law.toml (K = 163), where the formula gives -1.8e-15."""
+    q1, m1, rho1 = 0.999999999999492, 0.9999999999997469, 1.0
+    model = PhaseRetrieval()
+
+    assert model.loss_kernel(q1, m1, rho1) == pytest.approx(-1.7763568394002505e-15, rel=1e-12)
+    assert model.loss(q1, m1, rho1) == 0.0
+    assert model.loss(q1, m1, rho1, statistics_operations=326 + 5) == 0.0
+
+
+def test_loss_of_near_teacher_weights_not_negative():
+    """Weights 1e-9 away from the teacher: the true loss is about 1e-18, below the rounding of the sums."""
+    dimension = 2000
+    eigenvalues = np.arange(1, dimension + 1, dtype=float) ** -EXPONENT
+    rng = np.random.default_rng(5)
+    teacher = rng.standard_normal(dimension)
+    q1, m1, rho1 = [], [], []
+    for _ in range(50):
+        weights = teacher * (1.0 + 1e-9 * rng.standard_normal(dimension))
+        q1.append(np.sum(eigenvalues * weights * weights))
+        m1.append(np.sum(eigenvalues * weights * teacher))
+        rho1.append(np.sum(eigenvalues * teacher * teacher))
+    q1, m1, rho1 = np.array(q1), np.array(m1), np.array(rho1)
+    model = PhaseRetrieval()
+
+    formula = np.array([model.loss_kernel(*point) for point in zip(q1, m1, rho1)])
+    values = model.loss(q1, m1, rho1, statistics_operations=dimension + 2)
+
+    assert np.any(formula < 0.0), "no negative rounding value to clear; change the seed"
+    assert np.all(values >= 0.0)
+    np.testing.assert_array_equal(values[formula >= 0.0], formula[formula >= 0.0])
+
+
+def test_loss_of_inconsistent_state_kept(caplog):
+    """m1 > sqrt(q1 rho1) by 1e-3: no real weights have these statistics, and F = -2.001e-3."""
+    model = PhaseRetrieval()
+    q1 = np.array([1.0, 0.5, 1.0])
+    m1 = np.array([1.001, 0.2, 1.0 + 1e-8])
+
+    with caplog.at_level(logging.WARNING, logger="hierarchy.model"):
+        values = model.loss(q1, m1, 1.0, statistics_operations=1000, description="the loss of a test state")
+
+    assert values[0] == pytest.approx(-2.001e-3, rel=1e-12)
+    assert values[1] == pytest.approx(0.25 * (3 * 0.25 - 1.0 - 4 * 0.04 + 3), rel=1e-15)
+    assert values[2] == pytest.approx(-2e-8, rel=1e-6)
+    assert "the loss of a test state is negative beyond rounding at 2 of 3 points" in caplog.text
+    assert "lowest -0.002" in caplog.text
+
+
+def test_loss_rounding_bound_values():
+    # At |q1| = |m1| = |rho1| = 1 the terms of F sum to 3 in absolute value, and sum |x dF/dx| = 6.
+    evaluation = 6 * UNIT_ROUNDOFF / (1 - 6 * UNIT_ROUNDOFF)
+    inputs = 1000 * UNIT_ROUNDOFF / (1 - 1000 * UNIT_ROUNDOFF)
+
+    exact_inputs = phase_retrieval.loss_rounding_bound(1.0, 1.0, 1.0, 0)
+    rounded_inputs = phase_retrieval.loss_rounding_bound(1.0, -1.0, 1.0, 1000)
+
+    assert exact_inputs == pytest.approx(3 * evaluation, rel=1e-14)
+    assert rounded_inputs == pytest.approx(3 * evaluation + 6 * inputs, rel=1e-14)
+
+
+def test_evaluate_loss_clears_only_rounding():
+    kernels = types.SimpleNamespace(
+        loss=lambda q1, m1, rho1: np.array([-1e-16, -1e-15, -1e-10, 0.5, np.nan, -np.inf, -np.inf]),
+        loss_rounding_bound=lambda q1, m1, rho1, operations: np.array([1e-15] * 6 + [np.inf]),
+    )
+
+    values = evaluate_loss(kernels, np.ones(7), np.ones(7), 1.0)
+
+    np.testing.assert_array_equal(values, [0.0, 0.0, -1e-10, 0.5, np.nan, -np.inf, -np.inf])
+
+
+def test_evaluate_loss_keeps_scalars():
+    kernels = types.SimpleNamespace(loss=lambda q1, m1, rho1: -1e-17, loss_rounding_bound=lambda *arguments: 1e-15)
+
+    value = evaluate_loss(kernels, 1.0, 1.0, 1.0)
+
+    assert type(value) is float
+    assert value == 0.0
 
 
 def test_gradient_matches_finite_differences(problem):

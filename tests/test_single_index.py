@@ -513,6 +513,34 @@ def test_noise_shifts_loss_only():
     assert noisy.cache_key != clean.cache_key
 
 
+def test_cubic_loss_rounding_cleared_only():
+    """Weights 1e-9 away from the teacher give F of rounding size, and m_1 > sqrt(q_1 rho_1) gives F < 0."""
+    model = SingleIndexModel("z**3", "z**3")
+    dimension = 1000
+    eigenvalues = np.arange(1, dimension + 1, dtype=float) ** -1.5
+    rng = np.random.default_rng(3)
+    teacher = rng.standard_normal(dimension)
+    points = []
+    for _ in range(50):
+        weights = teacher * (1.0 + 1e-9 * rng.standard_normal(dimension))
+        points.append((
+            np.sum(eigenvalues * weights * weights),
+            np.sum(eigenvalues * weights * teacher),
+            np.sum(eigenvalues * teacher * teacher),
+        ))
+    q1, m1, rho1 = np.array(points).T
+
+    formula = np.array([model.loss_kernel(*point) for point in points])
+    values = model.loss(q1, m1, rho1, statistics_operations=dimension + 2)
+    inconsistent = model.loss(1.0, 1.001, 1.0)
+
+    assert np.any(formula < 0.0), "no negative rounding value to clear; change the seed"
+    assert np.all(values >= 0.0)
+    # 1/4 (15 - 12 m^3 - 18 m + 15) at m = 1.001, below zero by far more than rounding.
+    assert inconsistent == pytest.approx(0.25 * (30.0 - 12.0 * 1.001**3 - 18.0 * 1.001), rel=1e-9)
+    assert inconsistent < -1e-3
+
+
 def test_ridge_is_carried_but_not_in_kernels():
     plain = SingleIndexModel("z**3", "z**3")
     ridged = SingleIndexModel("z**3", "z**3", ridge=0.3)

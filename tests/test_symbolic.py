@@ -16,6 +16,8 @@ from hierarchy.symbolic import gaussian_moments as gm
 from hierarchy.symbolic.codegen import (
     PHASE_RETRIEVAL_MODULE_PATH,
     generate_model_module,
+    magnitude_expression,
+    rounded_operations,
     write_phase_retrieval_module,
 )
 from hierarchy.symbolic.gaussian_moments import gaussian_expectation, gaussian_moment
@@ -268,6 +270,8 @@ def test_generated_module_header():
     assert "@numba.njit(DRIVE_SIGNATURE, cache=True)\ndef drive(q1, m1, rho1):" in text
     assert "@numba.njit(cache=True)\ndef loss_kernel(q1, m1, rho1):" in text
     assert "\ndef loss(q1, m1, rho1):" in text
+    assert "\ndef loss_rounding_bound(q1, m1, rho1, statistics_operations):" in text
+    assert "    magnitude = m1**2 + (3/4)*q1**2 + (3/4)*rho1**2 + (1/2)*abs(q1)*abs(rho1)\n" in text
 
 
 @pytest.mark.parametrize("hash_seed", ["0", "12345"])
@@ -283,6 +287,21 @@ def test_codegen_main_deterministic(tmp_path, hash_seed):
     )
     assert completed.returncode == 0, completed.stderr
     assert output.read_text(encoding="utf-8") == PHASE_RETRIEVAL_MODULE_PATH.read_text(encoding="utf-8")
+
+
+def test_loss_magnitude_and_operations():
+    q1, m1, rho1 = sympy.symbols("q1 m1 rho1", real=True)
+    loss = -(m1**2) + sympy.Rational(3, 4) * q1**2 - q1 * rho1 / 2 + sympy.Rational(3, 4) * rho1**2
+    with_function = q1 - sympy.exp(-m1) * rho1**3
+
+    expected = m1**2 + sympy.Rational(3, 4) * q1**2 + sympy.Abs(q1) * sympy.Abs(rho1) / 2 + sympy.Rational(3, 4) * rho1**2
+
+    assert sympy.simplify(magnitude_expression(loss) - expected) == 0
+    # Three additions, then (-1/2) * q1 * rho1: a constant and two products.
+    assert rounded_operations(loss) == 6
+    assert sympy.simplify(magnitude_expression(with_function) - (sympy.Abs(q1) + sympy.exp(-m1) * sympy.Abs(rho1) ** 3)) == 0
+    # One subtraction, the product of rho1**3 and exp(-m1), and the power or exp (the negation is exact).
+    assert rounded_operations(with_function) == 3
 
 
 def test_codegen_rejects_unset_parameter():

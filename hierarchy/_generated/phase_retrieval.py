@@ -43,6 +43,31 @@ def loss_kernel(q1, m1, rho1):
     return -m1**2 + (3/4)*q1**2 - 1/2*q1*rho1 + (3/4)*rho1**2
 
 
+def loss_rounding_bound(q1, m1, rho1, statistics_operations):
+    """Bound the rounding error of loss(q1, m1, rho1) against F at the exact statistics.
+
+    statistics_operations counts the rounded operations behind each of q1,
+    m1 and rho1 (0 for exact inputs, about d for a sum over d coordinates
+    of one sign), so that each carries a relative error of at most
+    gamma(statistics_operations), with gamma(n) = n u / (1 - n u) and u the
+    unit roundoff. To first order in u the error is at most
+
+        gamma(6) magnitude + gamma(statistics_operations) sensitivity,
+
+    where 6 counts the rounded operations on the longest path of F,
+    magnitude = m1**2 + 3*q1**2/4 + 3*rho1**2/4 + Abs(q1)*Abs(rho1)/2
+    bounds the evaluation error, and the sum of |x dF/dx| over x = q1, m1, rho1,
+    sensitivity = 2*m1**2 + 3*q1**2/2 + 3*rho1**2/2 + Abs(q1)*Abs(rho1),
+    bounds the effect of the input errors.
+    """
+    unit_roundoff = 2.0**-53
+    evaluation = 6 * unit_roundoff / (1.0 - 6 * unit_roundoff)
+    inputs = statistics_operations * unit_roundoff / (1.0 - statistics_operations * unit_roundoff)
+    magnitude = m1**2 + (3/4)*q1**2 + (3/4)*rho1**2 + (1/2)*abs(q1)*abs(rho1)
+    sensitivity = 2*m1**2 + (3/2)*q1**2 + (3/2)*rho1**2 + abs(q1)*abs(rho1)
+    return evaluation * magnitude + inputs * sensitivity
+
+
 @numba.njit(DRIVE_SIGNATURE, cache=True)
 def drive(q1, m1, rho1):
     """Evaluate the drive scalars of the flow dw/dt = alpha Sigma w + beta Sigma w*.

@@ -384,7 +384,11 @@ def run_training(
     q1 = np.array([run.q1 for run in runs])
     rho1 = replace(spec, seed=seeds[0]).build().rho1
     with np.errstate(invalid="ignore", over="ignore"):
-        loss = np.asarray(PhaseRetrieval().loss(q1, m1, rho1), dtype=np.float64)
+        # np.sum of d products of three factors gives q_1 and m_1.
+        loss = PhaseRetrieval().loss(
+            q1, m1, rho1, statistics_operations=int(spec.d) + 2, description="the population loss of the trained weights"
+        )
+        loss = np.asarray(loss, dtype=np.float64)
     return TrainingResult(
         settings=settings,
         spec=spec,

@@ -8,7 +8,10 @@ SymPy's code printers. It contains
 * ``loss_kernel(q1, m1, rho1)``: the same loss, compiled with Numba for scalars;
 * ``drive(q1, m1, rho1)``: compiled with Numba against
   :data:`hierarchy.kernel_types.DRIVE_SIGNATURE`, returning
-  ``(alpha, beta, dalpha_dq1, dalpha_dm1, dbeta_dq1, dbeta_dm1)``.
+  ``(alpha, beta, dalpha_dq1, dalpha_dm1, dbeta_dq1, dbeta_dm1)``;
+* ``loss_rounding_bound(q1, m1, rho1, statistics_operations)``: a bound on
+  the rounding error of ``loss``, from the absolute values of the terms of
+  the loss expression (see :func:`magnitude_expression`).
 
 The output text depends only on the expressions and the SymPy version, so a
 regenerated file can be compared with the committed one. Run
@@ -139,6 +142,62 @@ def _print_code(printer: PythonCodePrinter, expression: sympy.Expr, name: str) -
         raise ValueError(f"cannot generate code for {name} = {expression}: {error}") from error
 
 
+def magnitude_expression(expression: sympy.Expr) -> sympy.Expr:
+    """Return the expression with every constant and symbol replaced by its absolute value.
+
+    Every subtraction becomes an addition, so for a polynomial the result is
+    the sum of the absolute values of its terms, such as
+    ``m1**2 + 3/4 q1**2 + 1/2 |q1 rho1| + 3/4 rho1**2`` for phase retrieval.
+    Floating-point evaluation perturbs each operation by a relative error of
+    at most the unit roundoff ``u``. The computed value therefore differs
+    from the exact one by at most ``γ_N = N u / (1 - N u)`` times this
+    magnitude, with ``N`` from :func:`rounded_operations`. A function other
+    than ``+``, ``*`` and integer powers is kept whole inside ``Abs``.
+    """
+    if not expression.free_symbols or expression.is_Symbol:
+        return sympy.Abs(expression)
+    if expression.is_Add or expression.is_Mul:
+        return expression.func(*(magnitude_expression(argument) for argument in expression.args))
+    if expression.is_Pow and expression.exp.is_Integer and expression.exp > 0:
+        return magnitude_expression(expression.base) ** expression.exp
+    return sympy.Abs(expression)
+
+
+def rounded_operations(expression: sympy.Expr) -> int:
+    """Count the rounded floating-point operations on the longest path from a leaf to the value of ``expression``.
+
+    A sum or product of ``n`` arguments adds ``n - 1`` operations, a power,
+    a function or a non-integer constant (``3/4``, ``sqrt(2)``, a float)
+    adds one, and a factor ``-1`` adds none because negation is exact.
+    Printed code evaluates the same tree, so the count bounds the operations
+    that any one input passes through.
+
+    NOTE: the count takes powers and functions as correctly rounded. The C
+    library's ``pow`` and ``exp`` need not be, so a path through them may
+    carry about one rounding more than counted.
+    """
+    if expression.is_Integer or expression.is_Symbol:
+        return 0
+    if expression.is_Number or not expression.free_symbols:
+        return 1
+    if expression.is_Mul:
+        factors = [argument for argument in expression.args if argument != -1]
+        return len(factors) - 1 + max(rounded_operations(factor) for factor in factors)
+    if expression.is_Add:
+        return len(expression.args) - 1 + max(rounded_operations(argument) for argument in expression.args)
+    return 1 + max(rounded_operations(argument) for argument in expression.args)
+
+
+def _input_sensitivity_expression(loss: sympy.Expr) -> sympy.Expr:
+    """Return ``sum_x |x dF/dx|`` over ``x = q1, m1, rho1`` as a magnitude expression.
+
+    Relative errors of at most ``δ`` in the three arguments change ``F`` by
+    at most ``δ`` times this sum, to first order in ``δ``.
+    """
+    terms = (magnitude_expression(sympy.expand(argument * sympy.diff(loss, argument))) for argument in _ARGUMENTS)
+    return sympy.Add(*terms)
+
+
 def _import_lines(*printers: PythonCodePrinter) -> list[str]:
     """Collect the ``import`` statements that the printed code needs."""
     modules = {"numba"}
@@ -222,6 +281,11 @@ def generate_model_module(
     }
 
     loss_text = sympy.sstr(loss)
+    magnitude = magnitude_expression(loss)
+    sensitivity = _input_sensitivity_expression(loss)
+    magnitude_code = _print_code(array_printer, magnitude, "the magnitude of the loss")
+    sensitivity_code = _print_code(array_printer, sensitivity, "the input sensitivity of the loss")
+    operations = rounded_operations(loss)
     alpha_text = sympy.sstr(_to_arguments(equations.alpha, "alpha"))
     beta_text = sympy.sstr(_to_arguments(equations.beta, "beta"))
 
@@ -253,6 +317,31 @@ def generate_model_module(
         f"    F(q1, m1; rho1) = {loss_text}",
         '    """',
         f"    return {loss_scalar_code}",
+        "",
+        "",
+        f"def loss_rounding_bound({_ARGUMENT_LIST}, statistics_operations):",
+        '    """Bound the rounding error of loss(q1, m1, rho1) against F at the exact statistics.',
+        "",
+        "    statistics_operations counts the rounded operations behind each of q1,",
+        "    m1 and rho1 (0 for exact inputs, about d for a sum over d coordinates",
+        "    of one sign), so that each carries a relative error of at most",
+        "    gamma(statistics_operations), with gamma(n) = n u / (1 - n u) and u the",
+        "    unit roundoff. To first order in u the error is at most",
+        "",
+        f"        gamma({operations}) magnitude + gamma(statistics_operations) sensitivity,",
+        "",
+        f"    where {operations} counts the rounded operations on the longest path of F,",
+        f"    magnitude = {sympy.sstr(magnitude)}",
+        "    bounds the evaluation error, and the sum of |x dF/dx| over x = q1, m1, rho1,",
+        f"    sensitivity = {sympy.sstr(sensitivity)},",
+        "    bounds the effect of the input errors.",
+        '    """',
+        "    unit_roundoff = 2.0**-53",
+        f"    evaluation = {operations} * unit_roundoff / (1.0 - {operations} * unit_roundoff)",
+        "    inputs = statistics_operations * unit_roundoff / (1.0 - statistics_operations * unit_roundoff)",
+        f"    magnitude = {magnitude_code}",
+        f"    sensitivity = {sensitivity_code}",
+        "    return evaluation * magnitude + inputs * sensitivity",
         "",
         "",
         "@numba.njit(DRIVE_SIGNATURE, cache=True)",
@@ -325,7 +414,7 @@ class CachedModelModule:
     Attributes
     ----------
     module : types.ModuleType
-        The imported module, with ``loss``, ``loss_kernel`` and ``drive``.
+        The imported module, with ``loss``, ``loss_kernel``, ``loss_rounding_bound`` and ``drive``.
     path : pathlib.Path
         Its file.
     generated : bool
@@ -450,7 +539,7 @@ def _import_file(path: Path, module_name: str) -> ModuleType:
     except BaseException:
         del sys.modules[module_name]
         raise
-    for name in ("loss", "loss_kernel", "drive"):
+    for name in ("loss", "loss_kernel", "loss_rounding_bound", "drive"):
         if not hasattr(module, name):
             del sys.modules[module_name]
             raise AttributeError(f"the model module {path} has no function {name}")
