@@ -71,6 +71,12 @@ ERROR_AXIS_TOP = 1e30
 # Each series is shifted by this factor in K, so that the markers of
 # closures at the same order do not hide each other.
 SERIES_OFFSET = 1.05
+# Resolution of compare.png; labels are placed at the same resolution.
+FIGURE_DPI = 120
+# Offset in points of a marker's label from the marker, and the gap in points
+# between labels that would overlap and are stacked.
+LABEL_OFFSET = (7.0, -3.0)
+LABEL_GAP = 1.0
 
 
 @dataclass
@@ -494,9 +500,14 @@ def _series_color(name: str) -> str:
     return f"C{SERIES_NAMES.index(name) % 10}"
 
 
-def _draw_error_panel(axes, rows: list) -> None:
-    """Draw the maximum relative loss error against K, one line per closure and one for spectral modes."""
+def _draw_error_panel(axes, rows: list) -> list:
+    """Draw the maximum relative loss error against K, one line per closure and one for spectral modes.
+
+    Returns the text labels of failed runs and of errors drawn at the top of
+    the axis, for :func:`_separate_labels`.
+    """
     bottom, top = _error_axis_limits(rows)
+    labels = []
     series = {}
     for row in rows:
         if not row.skipped:
@@ -519,16 +530,16 @@ def _draw_error_panel(axes, rows: list) -> None:
                     label=None if failed_labelled else "failed run (error before it stopped)",
                 )
                 failed_labelled = True
-                axes.annotate(
-                    row.status, (k, value), textcoords="offset points", xytext=(7, -3 - 8 * (index % 4)),
+                labels.append(axes.annotate(
+                    row.status, (k, value), textcoords="offset points", xytext=LABEL_OFFSET,
                     fontsize="xx-small", color=line.get_color(),
-                )
+                ))
             elif clipped:
                 axes.scatter([k], [value], marker="^", s=70, color=line.get_color(), zorder=3)
-                axes.annotate(
+                labels.append(axes.annotate(
                     _format_number(row.loss_error, ".1e", "no data"), (k, value),
-                    textcoords="offset points", xytext=(7, -3 - 8 * (index % 4)), fontsize="xx-small",
-                )
+                    textcoords="offset points", xytext=LABEL_OFFSET, fontsize="xx-small",
+                ))
 
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -537,6 +548,68 @@ def _draw_error_panel(axes, rows: list) -> None:
     axes.set_ylabel(f"max relative error of L\n(times with L_ref < {LOSS_FLOOR_FRACTION:g} L(0) ignored)")
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="best", fontsize="small")
+    # The labels must not move the axes, so that stacking them cannot change the layout they were measured in.
+    for label in labels:
+        label.set_in_layout(False)
+    return labels
+
+
+def _separate_labels(figure: Figure, axes, labels: list) -> None:
+    """Shift labels vertically until no two of their boxes overlap.
+
+    The figure is laid out first, so the boxes are measured where they will
+    be drawn. A label that would cross the right edge of the axes moves to
+    the left of its marker. Labels are placed from left to right and top to
+    bottom. Each keeps its place when that is free, else it moves by whole
+    label heights, alternately down and up, to the nearest free place,
+    preferring places inside the axes. A placed label of at most twice the
+    height blocks at most three of these places, so the ``3n + 1`` tried in
+    each direction for ``n`` labels always include a free one.
+    """
+    if not labels:
+        return
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    axes_box = axes.get_window_extent(renderer)
+    gap = LABEL_GAP * figure.dpi / 72.0
+
+    for label in labels:
+        if label.get_window_extent(renderer).x1 > axes_box.x1:
+            x_offset, y_offset = label.xyann
+            label.xyann = (-x_offset, y_offset)
+            label.set_horizontalalignment("right")
+
+    boxes = {id(label): label.get_window_extent(renderer) for label in labels}
+    order = sorted(labels, key=lambda label: (boxes[id(label)].x0, -boxes[id(label)].y1))
+    placed = []
+    for label in order:
+        box = boxes[id(label)]
+        step = box.height + gap
+        candidates = [0.0]
+        for multiple in range(1, 3 * len(labels) + 2):
+            candidates += [-multiple * step, multiple * step]
+        free = [
+            shift for shift in candidates
+            if not any(_boxes_overlap(box.translated(0.0, shift), other, gap) for other in placed)
+        ]
+        inside = [shift for shift in free if _box_inside(box.translated(0.0, shift), axes_box)]
+        shift = (inside or free)[0]
+
+        x_offset, y_offset = label.xyann
+        label.xyann = (x_offset, y_offset + shift * 72.0 / figure.dpi)
+        placed.append(box.translated(0.0, shift))
+
+
+def _boxes_overlap(first, second, gap: float) -> bool:
+    """Check whether two display boxes come closer than ``gap`` pixels in both directions."""
+    return (
+        first.x0 < second.x1 + gap and second.x0 < first.x1 + gap
+        and first.y0 < second.y1 + gap and second.y0 < first.y1 + gap
+    )
+
+
+def _box_inside(box, outer) -> bool:
+    return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
 
 
 def representative_rows(rows: list) -> list:
@@ -596,21 +669,23 @@ def _draw_loss_panel(axes, comparison: Comparison) -> None:
     axes.legend(loc="lower left", fontsize="x-small")
 
 
-def plot_comparison(path, comparison: Comparison) -> Path:
-    """Draw the error against K and the loss curves of ``comparison`` and save them as a PNG at ``path``.
+def draw_comparison(comparison: Comparison) -> Figure:
+    """Draw the error against K and the loss curves of ``comparison`` into a new figure.
 
     The top panel has one line per closure and one for spectral modes.
     A failed run gets an ``X`` and its status as a label, at the error it
     reached before stopping, or at the top of the axis when that error is
-    not finite or lies above ``ERROR_AXIS_TOP``. The bottom panel shows the
-    loss of the reference and of a few representative truncations.
+    not finite or lies above ``ERROR_AXIS_TOP``. Labels that would overlap
+    are stacked. The bottom panel shows the loss of the reference and of a
+    few representative truncations.
     """
-    figure = Figure(figsize=(8.0, 10.0), layout="constrained")
+    figure = Figure(figsize=(8.0, 10.0), dpi=FIGURE_DPI, layout="constrained")
     FigureCanvasAgg(figure)
     error_axes, loss_axes = figure.subplots(2, 1)
 
+    labels = []
     if comparison.rows:
-        _draw_error_panel(error_axes, comparison.rows)
+        labels = _draw_error_panel(error_axes, comparison.rows)
     else:
         error_axes.text(0.5, 0.5, "no truncation was compared", transform=error_axes.transAxes, ha="center")
     _draw_loss_panel(loss_axes, comparison)
@@ -622,9 +697,14 @@ def plot_comparison(path, comparison: Comparison) -> Path:
             f"reference failed, {comparison.reference.status}: {comparison.reference.message}", width=90
         )
     figure.suptitle(title, fontsize="medium")
+    _separate_labels(figure, error_axes, labels)
+    return figure
 
+
+def plot_comparison(path, comparison: Comparison) -> Path:
+    """Draw ``comparison`` with :func:`draw_comparison` and save it as a PNG at ``path``."""
     path = Path(path)
-    figure.savefig(path, dpi=120)
+    draw_comparison(comparison).savefig(path, dpi=FIGURE_DPI)
     return path
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hierarchy.cli import main
-from hierarchy.compare import CSV_COLUMNS, measure_errors, run_comparison
+from hierarchy.compare import CSV_COLUMNS, Comparison, ComparisonRow, draw_comparison, measure_errors, run_comparison
 from hierarchy.rule_selection import LOSS_FLOOR_FRACTION
 from hierarchy.config import CompareOptions, ConfigError, load_compare_config, load_config, parse_compare_config
 from hierarchy.trajectory import Trajectory
@@ -252,6 +252,79 @@ def test_errors_reject_other_grid():
 
     with pytest.raises(ValueError, match="share the output grid"):
         measure_errors(other, reference, loss_floor=1e-12)
+
+
+# Rows of `hierarchy compare examples/compare_power_law.toml`: (closure or rule, K, loss error, status).
+# Without stacking, the labels of the zero and the ratio closure at K = 4 overlap.
+EXAMPLE_ROWS = (
+    ("2 x 3", 28, 5.688e-02, "SUCCESS"),
+    ("8 x 7", 136, 1.756e-06, "SUCCESS"),
+    ("zero", 1, 7.857e191, "DIVERGED"),
+    ("zero", 2, 6.289e11, "STEP_BUDGET"),
+    ("zero", 4, 9.135e04, "STEP_SIZE_COLLAPSE"),
+    ("zero", 8, 4.585e22, "STEP_BUDGET"),
+    ("copy", 1, 2.488e07, "SUCCESS"),
+    ("copy", 2, 1.904e23, "STEP_BUDGET"),
+    ("copy", 4, 1.114e18, "STEP_BUDGET"),
+    ("copy", 8, 7.472e18, "STEP_BUDGET"),
+    ("ratio", 2, 2.230e07, "SUCCESS"),
+    ("ratio", 4, 1.151e07, "STEP_BUDGET"),
+    ("ratio", 8, 2.134e13, "STEP_SIZE_COLLAPSE"),
+    ("quadrature", 4, 5.825e01, "SUCCESS"),
+)
+
+# Four closures that all stop at K = 4 with almost the same error, so their labels start on top of each other.
+COINCIDENT_ROWS = (
+    ("zero", 4, 1.00e5, "STEP_BUDGET"),
+    ("copy", 4, 1.05e5, "STEP_BUDGET"),
+    ("ratio", 4, 1.10e5, "STEP_SIZE_COLLAPSE"),
+    ("quadrature", 4, 1.02e5, "DIVERGED"),
+    ("zero", 8, math.inf, "DIVERGED"),
+    ("copy", 8, math.inf, "DIVERGED"),
+)
+
+
+def _plotted_comparison(rows):
+    t = np.array([0.1, 1.0, 10.0, 100.0])
+    reference = _trajectory(t, loss=[0.75, 0.7, 0.1, 1e-3], m1=[0.01, 0.05, 0.9, 1.0], q1=[0.01, 0.05, 0.9, 1.0])
+    comparison_rows = []
+    for closure, K, loss_error, status in rows:
+        kind = "spectral_modes" if " x " in closure else "moments"
+        reached = 4 if status == "SUCCESS" else 3
+        trajectory = _trajectory(t[:reached], loss=[0.75, 0.7, 0.2, 1e-3][:reached], m1=[0.01] * reached, q1=[0.01] * reached)
+        trajectory.status = status
+        comparison_rows.append(ComparisonRow(
+            kind=kind, closure=closure, K=K, state_size=2 * K, loss_error=loss_error, m1_error=1.0, q1_error=1.0,
+            t_loss_within_1_percent=None, t_last_output=float(t[reached - 1]), t_stopped=float(t[reached - 1]),
+            m1_final=0.01, wall_seconds=0.1, status=status, message="test", trajectory=trajectory,
+        ))
+    return Comparison(
+        reference=reference, reference_kind="exact", reference_label="exact flow (d = 500)",
+        reference_wall_seconds=0.1, rows=comparison_rows, initial_loss=0.75, loss_floor=7.5e-9, loss_ignored=0,
+        t_loss_ignored_first=None, problem_description={"d": 500, "a": 1.5},
+    )
+
+
+@pytest.mark.parametrize("rows", [EXAMPLE_ROWS, COINCIDENT_ROWS], ids=["example", "coincident"])
+def test_plot_labels_do_not_overlap(rows):
+    figure = draw_comparison(_plotted_comparison(rows))
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    error_axes = figure.axes[0]
+    labels = error_axes.texts
+    boxes = [label.get_window_extent(renderer) for label in labels]
+
+    failed = sum(1 for row in rows if row[3] != "SUCCESS")
+    assert sorted(label.get_text() for label in labels) == sorted(row[3] for row in rows if row[3] != "SUCCESS")
+    assert len(boxes) == failed
+    for first in range(len(boxes)):
+        assert figure.bbox.contains(boxes[first].x0, boxes[first].y0), labels[first].get_text()
+        assert figure.bbox.contains(boxes[first].x1, boxes[first].y1), labels[first].get_text()
+        for second in range(first + 1, len(boxes)):
+            assert not boxes[first].overlaps(boxes[second]), (
+                f"{labels[first].get_text()} at {boxes[first].bounds} overlaps "
+                f"{labels[second].get_text()} at {boxes[second].bounds}"
+            )
 
 
 def test_reference_is_exact_flow(power_law_comparison):
