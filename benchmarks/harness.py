@@ -159,14 +159,19 @@ def skipped(case: Case, method: str, kind: str, rtol: float, atol: float, sectio
     return record
 
 
-def relative_errors(observables, reference, rho1) -> tuple:
-    """Return the max relative errors of the loss (where the reference loss > ``LOSS_FLOOR``), m1 and q1."""
+def relative_errors(observables, reference, rho1, size: int) -> tuple:
+    """Return the max relative errors of the loss (where the reference loss > ``LOSS_FLOOR``), m1 and q1.
+
+    ``size`` is the number of equations, which sizes the rounding bound of
+    the loss as in ``hierarchy.trajectory.Trajectory``.
+    """
     m1, q1 = observables[:, 0], observables[:, 1]
     m1_ref, q1_ref = reference[:, 0], reference[:, 1]
     if not (np.all(np.isfinite(m1)) and np.all(np.isfinite(q1))):
         return math.nan, math.nan, math.nan
-    loss = np.asarray(MODEL.loss(q1, m1, rho1), dtype=float)
-    loss_ref = np.asarray(MODEL.loss(q1_ref, m1_ref, rho1), dtype=float)
+    operations = size + 5
+    loss = np.asarray(MODEL.loss(q1, m1, rho1, statistics_operations=operations), dtype=float)
+    loss_ref = np.asarray(MODEL.loss(q1_ref, m1_ref, rho1, statistics_operations=operations), dtype=float)
     mask = loss_ref > LOSS_FLOOR
     loss_error = float(np.max(np.abs(loss[mask] - loss_ref[mask]) / loss_ref[mask])) if mask.any() else math.nan
 
@@ -181,7 +186,7 @@ def attach_errors(record: RunRecord, reference: RunRecord | None, rho1: float) -
     """Fill the error columns of ``record`` against ``reference`` (left NaN without a usable reference)."""
     if record.observables is None or reference is None or reference.status != "ok":
         return
-    errors = relative_errors(record.observables, reference.observables, rho1)
+    errors = relative_errors(record.observables, reference.observables, rho1, record.n)
     record.loss_rel_error, record.m1_rel_error, record.q1_rel_error = errors
     record.max_rel_error = max(errors) if all(math.isfinite(e) for e in errors) else math.nan
 

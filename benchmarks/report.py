@@ -336,7 +336,10 @@ def skip_list(records):
     lines = []
     for r in records:
         if r.status in ("skipped", "timed out", "failed"):
-            lines.append(f"- {r.section}, {r.case}, {r.method} at rtol {r.rtol:g}: {r.status}: {_note(r)}")
+            note = _note(r)
+            # A peer's timeout message already starts with its status.
+            described = note if note.startswith(r.status) else f"{r.status}: {note}"
+            lines.append(f"- {r.section}, {r.case}, {r.method} at rtol {r.rtol:g}: {described}")
     return lines or ["- none"]
 
 
