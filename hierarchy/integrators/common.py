@@ -269,30 +269,44 @@ OUTPUT_STRETCH = 0.01
 # current time, or to each other, are not separate step ends. A step to
 # them would fall below the step-size collapse limit of 10 eps |t|.
 OUTPUT_RESOLUTION = 100.0
+# A step that reaches this many output times or more is in a region where
+# the grid is denser than the steps. It ends on the last of them, and the
+# others come from its dense output, so that the grid's size cannot set the
+# step count.
+DENSE_GRID_OUTPUTS = 4
 
 
 @numba.njit(cache=True)
 def step_end_at_output(t, h, t_out, next_out):
-    """Choose the end of a step of proposed size ``h`` from ``t`` so that it passes no output time.
+    """Choose the end of a step of proposed size ``h`` from ``t``: an output time where one is in reach.
 
-    Returns ``(t_end, clipped)``. The step aims at ``t_out[i]``, the first
-    output time at least ``OUTPUT_RESOLUTION`` eps ``|t|`` after ``t``, or the
-    last of a run of output times that lie that close together. When
-    ``t + (1 + OUTPUT_STRETCH) h`` reaches it, the step ends exactly on it
-    (``t_end = t_out[i]``, ``clipped = True``). Otherwise the step keeps its
-    size (``t_end = t + h``). Output times closer to ``t`` than the
-    resolution are written from the dense output of the step.
+    Returns ``(t_end, clipped)``. Output times within ``OUTPUT_RESOLUTION``
+    eps ``|t|`` of ``t`` come from the dense output of the step and do not
+    count. When no output time is within ``t + (1 + OUTPUT_STRETCH) h``, the
+    step keeps its size (``t_end = t + h``). When fewer than
+    ``DENSE_GRID_OUTPUTS`` are, the step ends exactly on the first of them
+    (``clipped = True``), so on a grid sparser than the steps every output
+    time is a step point. When that many or more are, the grid is denser
+    than the steps there, and the step ends on the last output time in
+    reach. The others come from its dense output, so a grid of any size
+    takes at most ``DENSE_GRID_OUTPUTS`` steps where the controller proposed
+    one. Output times within rounding of the chosen one share its step end.
     """
     eps = np.finfo(np.float64).eps
     n_out = t_out.shape[0]
-    target = next_out
-    while target < n_out - 1 and t_out[target] - t <= OUTPUT_RESOLUTION * eps * max(abs(t), abs(t_out[target])):
-        target += 1
+    reach = t + (1.0 + OUTPUT_STRETCH) * h
+    first = next_out
+    while first < n_out - 1 and t_out[first] - t <= OUTPUT_RESOLUTION * eps * max(abs(t), abs(t_out[first])):
+        first += 1
+    if t_out[first] > reach:
+        return t + h, False
+    target = first
+    if first + DENSE_GRID_OUTPUTS - 1 < n_out and t_out[first + DENSE_GRID_OUTPUTS - 1] <= reach:
+        while target < n_out - 1 and t_out[target + 1] <= reach:
+            target += 1
     while target < n_out - 1 and t_out[target + 1] - t_out[target] <= OUTPUT_RESOLUTION * eps * abs(t_out[target + 1]):
         target += 1
-    if t + (1.0 + OUTPUT_STRETCH) * h >= t_out[target]:
-        return t_out[target], True
-    return t + h, False
+    return t_out[target], True
 
 
 # Columns of the event arrays: the specification (observable index, level,

@@ -15,16 +15,18 @@ Wanner, *Solving Ordinary Differential Equations II*, 2nd ed. (Springer,
 1996), section IV.8, which also describes their Fortran code RADAU5.
 The coefficients are computed below from their defining conditions.
 
-Every output time ends a step: a step that would pass the next output time
-is cut to end on it, and the step after it starts again from the size the
-controller proposed. The continuous output of the method, the collocation
-cubic, is accurate to O(h^4) only, against O(h^6) for the step points, so
-outputs taken from it inside longer steps had errors of about the local
-error tolerance ``0.1 rtol^(2/3)``. On the K = 517 spectral-mode system of
-the benchmarks at rtol 1e-10 that was 1.3e-6, and with the outputs on step
-ends it is 9.9e-8, for 4 % more steps (``benchmarks/README.md``). A grid
-denser than the steps costs one step per output time. The collocation cubic
-still locates events and gives output times within rounding of a step end.
+A step that would pass an output time is cut to end on it, and the step
+after it starts again from the size the controller proposed. The continuous
+output of the method, the collocation cubic, is accurate to O(h^4) only,
+against O(h^6) for the step points, so outputs taken from it inside longer
+steps had errors of about the local error tolerance ``0.1 rtol^(2/3)``. On
+the K = 517 spectral-mode system of the benchmarks at rtol 1e-10 that was
+1.3e-6, and with the outputs on step ends it is 9.9e-8, for 4 % more steps
+(``benchmarks/README.md``). Where the grid is denser than the steps, a
+step that reaches four output times or more ends on the last of them, and
+the others come from the cubic. So a grid of any size takes at most four
+steps where the controller proposed one. The cubic also locates
+events and gives output times within rounding of a step end.
 """
 
 import numba
@@ -146,8 +148,10 @@ def integrate_radau5(
 ):
     """Advance ``y`` from ``t`` past ``t_out[first_out:]`` with Radau IIA, writing outputs on the way.
 
-    Each output time ends a step (``step_end_at_output``), so outputs are
-    step points, not values of the collocation cubic.
+    A step that would pass an output time ends on it, or on the last output
+    time in reach where the grid is denser than the steps
+    (``step_end_at_output``). So the outputs of a grid sparser than the steps
+    are step points, not values of the collocation cubic.
 
     Returns
     -------
@@ -227,8 +231,8 @@ def integrate_radau5(
     while next_out < n_out:
         if steps_taken >= max_steps:
             return STATUS_STEP_BUDGET, t, h, next_out, rejection_reason
-        # The step ends on the next output time when it would pass it, so
-        # that every output is a step point (see the module docstring).
+        # A step that would pass an output time ends on one, so that outputs
+        # are step points where the grid allows (see the module docstring).
         h_proposed = h
         t_new, clipped = step_end_at_output(t, h, t_out, next_out)
         if clipped:
