@@ -41,12 +41,12 @@ def observe_state(y, params, drive, out):
 
 @numba.njit(RHS_SIGNATURE, cache=True)
 def logistic_rhs(t, y, params, drive, out):
-    out[0] = y[0] * (1.0 - y[0])
+    out[0] = params[0] * y[0] * (1.0 - y[0])
 
 
 @numba.njit(JAC_SIGNATURE, cache=True)
 def logistic_jacobian(t, y, params, drive, band, U, V):
-    band[0, 0] = 1.0 - 2.0 * y[0]
+    band[0, 0] = params[0] * (1.0 - 2.0 * y[0])
 
 
 @numba.njit(RHS_SIGNATURE, cache=True)
@@ -81,14 +81,15 @@ def robertson():
     )
 
 
-def logistic(y0=0.01):
+def logistic(y0=0.01, rate=1.0):
+    """``y' = rate y (1 - y)`` from ``y(0) = y0``."""
     return StructuredSystem(
-        "logistic", np.array([y0]), np.zeros(1), logistic_rhs, logistic_jacobian, observe_state, ("y",), 0, 0, 0
+        "logistic", np.array([y0]), np.array([rate]), logistic_rhs, logistic_jacobian, observe_state, ("y",), 0, 0, 0
     )
 
 
-def logistic_exact(t, y0=0.01):
-    return 1.0 / (1.0 + np.exp(-t) * (1.0 / y0 - 1.0))
+def logistic_exact(t, y0=0.01, rate=1.0, t0=0.0):
+    return 1.0 / (1.0 + np.exp(-rate * (t - t0)) * (1.0 / y0 - 1.0))
 
 
 def blowup():

@@ -203,6 +203,33 @@ def test_output_times_within_rounding_share_a_step():
     assert np.max(np.abs(solution.observables[:, 0] - logistic_exact(t_out))) < 1e-8
 
 
+def test_chain_of_close_outputs_keeps_step_in_reach():
+    # With rate 1e6 the steps near t = 100 + 4e-6 are about 1e-9 long. The
+    # 200000 output times there lie 100 units of rounding apart, each within
+    # rounding of its neighbour, and the chain spans 2.8e-7. Extending the
+    # step end along the whole chain made every step fail its error test.
+    t0 = 100.0
+    chain = t0 + 4e-6 + np.arange(200_000) * 100.0 * np.spacing(t0)
+    t_out = np.concatenate((chain, [t0 + 1e-5]))
+    solution = solve(logistic(rate=1e6), t_out, t0=t0, method="radau5", rtol=1e-10, atol=1e-14, max_steps=2000)
+    assert solution.success
+    assert solution.stats["steps"] < 1000
+    exact = logistic_exact(t_out, rate=1e6, t0=t0)
+    assert np.max(np.abs(solution.observables[:, 0] - exact)) < 1e-8
+
+
+def test_close_output_pairs_cost_no_newton_failures():
+    # Each output time has a partner 1e-12 later, so every pair forces a very
+    # short step. Extrapolating its collocation polynomial to the next, much
+    # longer step gave starting values that failed Newton (782 failures).
+    grid = np.geomspace(1e-5, ROBERTSON_REFERENCE_T, 60)
+    t_out = np.sort(np.concatenate((grid, grid * (1.0 + 1e-12))))
+    solution = solve(robertson(), t_out, method="radau5", rtol=1e-8, atol=1e-14)
+    assert solution.success
+    assert solution.stats["newton_failures"] <= 10
+    assert np.max(np.abs(solution.observables[-1] / ROBERTSON_REFERENCE - 1.0)) < 1e-6
+
+
 def test_van_der_pol_stiff_periodic_orbit():
     """Stiff Van der Pol (eps = 1e-6): |y1| <= 2.01, y1 changes sign, and rodas4 agrees."""
     t_out = np.linspace(0.0, 2.0, 201)

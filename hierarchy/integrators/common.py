@@ -304,7 +304,11 @@ def step_end_at_output(t, h, t_out, next_out):
     if first + DENSE_GRID_OUTPUTS - 1 < n_out and t_out[first + DENSE_GRID_OUTPUTS - 1] <= reach:
         while target < n_out - 1 and t_out[target + 1] <= reach:
             target += 1
-    while target < n_out - 1 and t_out[target + 1] - t_out[target] <= OUTPUT_RESOLUTION * eps * abs(t_out[target + 1]):
+    # Measured from the chosen time, not from one output time to the next, so
+    # that a long chain of close output times cannot carry the step end far
+    # beyond its reach.
+    chosen = t_out[target]
+    while target < n_out - 1 and t_out[target + 1] - chosen <= OUTPUT_RESOLUTION * eps * abs(t_out[target + 1]):
         target += 1
     return t_out[target], True
 

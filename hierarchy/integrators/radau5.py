@@ -25,8 +25,13 @@ the K = 517 spectral-mode system of the benchmarks at rtol 1e-10 that was
 (``benchmarks/README.md``). Where the grid is denser than the steps, a
 step that reaches four output times or more ends on the last of them, and
 the others come from the cubic. So a grid of any size takes at most four
-steps where the controller proposed one. The cubic also locates
-events and gives output times within rounding of a step end.
+steps where the controller proposed one. This happens on the log-spaced
+grids of the command line at early times, where the steps are longer than
+the grid spacing. On the problem of ``examples/power_law.toml`` with
+radau5 at rtol 1e-8, the largest output error of m1 is 2.2e-7, at
+t = 0.034, and that of q1 is 4.7e-8.
+The cubic also locates events and gives output times within rounding of a
+step end.
 """
 
 import numba
@@ -267,9 +272,12 @@ def integrate_radau5(
             continue
 
         # Starting values: the last collocation polynomial extrapolated to the
-        # new nodes, or zero when there is none.
+        # new nodes, or zero when there is none. After a step cut short at an
+        # output time the new step can be many times longer, and extrapolating
+        # that far gave starting values worse than zero (Newton failures).
+        extrapolate = have_polynomial and h <= MAX_FACTOR * polynomial_step
         for i in range(3):
-            if have_polynomial:
+            if extrapolate:
                 theta = 1.0 + NODES[i] * h / polynomial_step
                 for k in range(n):
                     value = polynomial[3, k]
