@@ -166,3 +166,15 @@ def test_wall_clock_limit_stops_large_system_early():
     assert solution.t_reached < 1e7
     assert solution.stats["steps"] < 100
     assert "wall-clock limit of 0.01 s" in solution.message
+
+
+@pytest.mark.parametrize("method", ["rodas4", "radau5", "bdf"])
+def test_output_within_rounding_of_t0_is_initial_state(method):
+    # One unit of rounding after t0 no step can reach: it used to end the
+    # run with STEP_SIZE_COLLAPSE.
+    t_out = np.array([np.nextafter(1.0, 2.0), 2.0])
+    solution = solve(logistic(), t_out, t0=1.0, method=method, rtol=1e-8, atol=1e-11)
+    assert solution.success
+    assert solution.observables[0, 0] == 0.01
+    exact = 1.0 / (1.0 + np.exp(-1.0) * (1.0 / 0.01 - 1.0))
+    assert abs(solution.observables[1, 0] - exact) < 1e-7

@@ -86,7 +86,9 @@ def solve(
         Right-hand side, structured Jacobian, observables and initial state.
     t_out : array
         Strictly increasing output times, ``t_out[0] >= t0``; log-spaced grids
-        are the usual choice for the hierarchy.
+        are the usual choice for the hierarchy. Output times within
+        10 eps ``|t0|`` of ``t0``, closer than any step can move, are written
+        from the initial state.
     method : str
         Name of the integration method, a key of ``hierarchy.integrators.METHODS``.
     rtol, atol : float
@@ -126,9 +128,12 @@ def solve(
     observed = np.empty(n_obs)
     event_spec, event_state = _prepare_events(system, params, events, y, observed)
 
-    # Output times equal to t0 are the initial state itself.
+    # Output times equal to t0, or closer to it than the smallest step the
+    # steppers take (10 eps |t0|, see common.step_size_collapsed), are the
+    # initial state itself.
     next_out = 0
-    while next_out < n_out and t_out[next_out] == t0:
+    initial_resolution = 10.0 * np.finfo(np.float64).eps * abs(t0)
+    while next_out < n_out and t_out[next_out] - t0 <= initial_resolution:
         system.observe(y, params, system.drive, observed)
         observables[next_out] = observed
         if save_state:
