@@ -588,12 +588,20 @@ def _separate_labels(figure: Figure, axes, labels: list) -> None:
         candidates = [0.0]
         for multiple in range(1, 3 * len(labels) + 2):
             candidates += [-multiple * step, multiple * step]
-        free = [
-            shift for shift in candidates
-            if not any(_boxes_overlap(box.translated(0.0, shift), other, gap) for other in placed)
-        ]
-        inside = [shift for shift in free if _box_inside(box.translated(0.0, shift), axes_box)]
-        shift = (inside or free)[0]
+        # The nearest free place inside the axes, else the nearest free place.
+        shift = None
+        first_free = None
+        for candidate in candidates:
+            moved = box.translated(0.0, candidate)
+            if any(_boxes_overlap(moved, other, gap) for other in placed):
+                continue
+            if _box_inside(moved, axes_box):
+                shift = candidate
+                break
+            if first_free is None:
+                first_free = candidate
+        if shift is None:
+            shift = first_free
 
         x_offset, y_offset = label.xyann
         label.xyann = (x_offset, y_offset + shift * 72.0 / figure.dpi)

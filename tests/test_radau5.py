@@ -192,7 +192,7 @@ def test_step_count_independent_of_output_density():
     assert fine.stats["accepted"] <= 1.5 * coarse.stats["accepted"]
 
 
-def test_output_times_within_rounding_share_a_step():
+def test_rounding_close_outputs_share_step():
     # The last two output times differ by one unit of rounding. A step
     # between them would be below the step-size collapse limit, so the step
     # ends on the last one and the other is taken from the dense output.
@@ -203,7 +203,7 @@ def test_output_times_within_rounding_share_a_step():
     assert np.max(np.abs(solution.observables[:, 0] - logistic_exact(t_out))) < 1e-8
 
 
-def test_chain_of_close_outputs_keeps_step_in_reach():
+def test_close_output_chain_stays_in_reach():
     # With rate 1e6 the steps near t = 100 + 4e-6 are about 1e-9 long. The
     # 200000 output times there lie 100 units of rounding apart, each within
     # rounding of its neighbour, and the chain spans 2.8e-7. Extending the
@@ -218,7 +218,7 @@ def test_chain_of_close_outputs_keeps_step_in_reach():
     assert np.max(np.abs(solution.observables[:, 0] - exact)) < 1e-8
 
 
-def test_close_output_pairs_cost_no_newton_failures():
+def test_output_pairs_avoid_newton_failures():
     # Each output time has a partner 1e-12 later, so every pair forces a very
     # short step. Extrapolating its collocation polynomial to the next, much
     # longer step gave starting values that failed Newton (782 failures).

@@ -266,8 +266,8 @@ def write_dense_outputs(
 # it aims at is stretched to end on it, so that no sliver step is left over.
 OUTPUT_STRETCH = 0.01
 # Output times closer than this many units of rounding (eps |t|) to the
-# current time, or to each other, are not separate step ends. A step to
-# them would fall below the step-size collapse limit of 10 eps |t|.
+# current time, or to the output time a step ends on, are not separate step
+# ends. A step to them would fall below the step-size collapse limit of 10 eps |t|.
 OUTPUT_RESOLUTION = 100.0
 # A step that reaches this many output times or more is in a region where
 # the grid is denser than the steps. It ends on the last of them, and the
