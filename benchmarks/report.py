@@ -187,7 +187,7 @@ def plot_size_sweeps(mode_records, exact_records, path: Path) -> None:
 def plot_cost_per_step(mode_records, path: Path) -> None:
     """Plot the wall and CPU time per step of each project method against K, with a line proportional to K."""
     figure, axes = plt.subplots(figsize=(7, 5))
-    for method, colour in (("rodas4", "C0"), ("radau5", "C1"), ("bdf", "C2")):
+    for method, colour in (("rodas4", "C0"), ("radau5", "C1"), ("bdf", "C2"), ("exponential", "C3")):
         runs = sorted((r for r in _ok(mode_records) if r.method == method and r.kind == "project"), key=lambda r: r.K)
         if runs:
             axes.loglog([r.K for r in runs], [r.wall_seconds_per_step * 1e6 for r in runs], "-o", color=colour,

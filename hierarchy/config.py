@@ -514,10 +514,25 @@ def parse_config(document: dict, source: str | None = None) -> RunConfig:
         _check_ranges(table, values, prefix)
         options[table] = _construct(table, target, values, prefix)
     model_table = _check_model(_check_table("model", document.get("model", {}), prefix), prefix)
+    if options["solver"].method == "exponential":
+        if options["truncation"].kind == "moments":
+            raise ConfigError(
+                f'{prefix}solver.method = "exponential" is invalid with truncation.kind = "moments": it integrates '
+                "spectral modes and the exact flow only; choose rodas4, radau5 or bdf"
+            )
+        _check_exponential_ridge(model_table, prefix)
     return RunConfig(
         problem=options["problem"], truncation=options["truncation"], solver=options["solver"], source=source,
         model_table=model_table,
     )
+
+
+def _check_exponential_ridge(model_table: dict, prefix: str) -> None:
+    if model_table.get("ridge", 0.0):
+        raise ConfigError(
+            f'{prefix}solver.method = "exponential" is invalid with model.ridge = {model_table["ridge"]!r}: '
+            "it supports ridge = 0 only; choose rodas4, radau5 or bdf"
+        )
 
 
 def parse_compare_config(document: dict, source: str | None = None) -> CompareConfig:
@@ -561,6 +576,14 @@ def parse_compare_config(document: dict, source: str | None = None) -> CompareCo
     model_table = _check_model(
         _check_table("model", document.get("model", {}), prefix, COMPARE_FIELD_TYPES, COMPARE_REQUIRED_KEYS), prefix
     )
+    if options["solver"].method == "exponential":
+        if compare.moment_orders:
+            raise ConfigError(
+                f'{prefix}solver.method = "exponential" is invalid with compare.moment_orders = '
+                f"{list(compare.moment_orders)}: it integrates spectral modes and the exact flow only; set "
+                "moment_orders = [] or choose rodas4, radau5 or bdf"
+            )
+        _check_exponential_ridge(model_table, prefix)
     return CompareConfig(problem=problem, solver=options["solver"], compare=compare, source=source, model_table=model_table)
 
 

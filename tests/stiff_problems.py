@@ -3,8 +3,8 @@
 import numba
 import numpy as np
 
-from hierarchy.integrators import StructuredSystem
-from hierarchy.kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
+from hierarchy.integrators import ModalForm, StructuredSystem
+from hierarchy.kernel_types import DRIVE_SIGNATURE, JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 
 # Robertson's chemical kinetics: reference solution at t = 1e11 published
 # with problem ROBER of the Test Set for IVP Solvers (University of Bari).
@@ -85,6 +85,41 @@ def logistic(y0=0.01, rate=1.0):
     """``y' = rate y (1 - y)`` from ``y(0) = y0``."""
     return StructuredSystem(
         "logistic", np.array([y0]), np.array([rate]), logistic_rhs, logistic_jacobian, observe_state, ("y",), 0, 0, 0
+    )
+
+
+@numba.njit(DRIVE_SIGNATURE, cache=True)
+def saturating_drive(q1, m1, rho1):
+    return 1.0 - q1, 0.0, -1.0, 0.0, 0.0, 0.0
+
+
+@numba.njit(RHS_SIGNATURE, cache=True)
+def modal_logistic_rhs(t, y, params, drive, out):
+    alpha, _, _, _, _, _ = drive(y[0] * y[0], 0.0, 1.0)
+    out[0] = params[0] * alpha * y[0]
+
+
+@numba.njit(JAC_SIGNATURE, cache=True)
+def modal_logistic_jacobian(t, y, params, drive, band, U, V):
+    band[0, 0] = params[0] * (1.0 - 3.0 * y[0] * y[0])
+
+
+@numba.njit(OBSERVE_SIGNATURE, cache=True)
+def observe_overlaps(y, params, drive, out):
+    out[0] = 0.0
+    out[1] = y[0] * y[0]
+
+
+def modal_logistic(y0=0.1, rate=1.0):
+    """One mode in modal form, ``y' = rate alpha y`` with ``alpha = 1 - q1`` and ``q1 = y^2``.
+
+    ``q1`` then follows the logistic equation ``q1' = 2 rate q1 (1 - q1)``, and
+    ``alpha`` falls from near 1 to 0 over the run.
+    """
+    modal = ModalForm(rates=np.array([rate]), rate_index=np.zeros(1, dtype=np.int64), forcing=np.zeros(1), ridge=0.0, rho1=1.0)
+    return StructuredSystem(
+        "modal logistic", np.array([y0]), np.array([rate]), modal_logistic_rhs, modal_logistic_jacobian,
+        observe_overlaps, ("m1", "q1"), 0, 0, 0, drive=saturating_drive, modal=modal,
     )
 
 

@@ -2,6 +2,6 @@
 
 from .driver import METHODS, solve
 from .solution import Event, IntegrationStatus, Solution
-from .system import StructuredSystem, no_drive
+from .system import ModalForm, StructuredSystem, no_drive
 
-__all__ = ["METHODS", "Event", "IntegrationStatus", "Solution", "StructuredSystem", "no_drive", "solve"]
+__all__ = ["METHODS", "Event", "IntegrationStatus", "ModalForm", "Solution", "StructuredSystem", "no_drive", "solve"]

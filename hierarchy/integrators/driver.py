@@ -115,6 +115,9 @@ def solve(
     t_out = np.ascontiguousarray(t_out, dtype=np.float64)
     _validate(t_out, t0, rtol, atol, max_steps, max_abs_state, max_wall_seconds, method)
     integrator = METHODS[method]
+    check_system = getattr(integrator, "check_system", None)
+    if check_system is not None:
+        check_system(system)
     _check_memory(system, t_out.size, save_state)
 
     n_out = t_out.size

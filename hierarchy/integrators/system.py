@@ -16,6 +16,39 @@ def no_drive(q1, m1, rho1):
 
 
 @dataclass(frozen=True)
+class ModalForm:
+    """The form ``dy_i/dt = (rates_j alpha - ridge) y_i + forcing_i beta``, ``j = rate_index[i]``, of a system.
+
+    ``(alpha, beta) = drive(q1, m1, rho1)`` with ``m1`` and ``q1`` the first
+    two observables of the system, in that order. The spectral modes and the
+    exact flow have this form, which the ``exponential`` method needs:
+    given ``alpha`` and ``beta`` along a step, every equation is linear and
+    decoupled. Equations that share a rate share ``rate_index``, so that
+    their exponentials are computed once.
+    """
+
+    rates: np.ndarray
+    rate_index: np.ndarray
+    forcing: np.ndarray
+    ridge: float
+    rho1: float
+
+    def check(self, size: int) -> None:
+        """Raise ``ValueError`` unless the arrays fit a system of ``size`` equations."""
+        if self.rates.ndim != 1 or self.rates.size == 0:
+            raise ValueError(f"modal rates must be a non-empty 1-D array, got shape {self.rates.shape}")
+        for field_name, array in (("rate_index", self.rate_index), ("forcing", self.forcing)):
+            if array.shape != (size,):
+                raise ValueError(f"modal {field_name} has shape {array.shape}; expected ({size},), one entry per equation")
+        if self.rate_index.min() < 0 or self.rate_index.max() >= self.rates.size:
+            raise ValueError(f"modal rate_index must lie in [0, {self.rates.size - 1}], the indices of the rates")
+        if not (np.all(np.isfinite(self.rates)) and np.all(np.isfinite(self.forcing))):
+            raise ValueError("modal rates and forcing must be finite")
+        if not (np.isfinite(self.ridge) and self.ridge >= 0.0):
+            raise ValueError(f"modal ridge = {self.ridge!r} is invalid: it must be a finite number >= 0")
+
+
+@dataclass(frozen=True)
 class StructuredSystem:
     """An autonomous ODE ``dy/dt = f(y)`` whose Jacobian is ``B + U V^T``.
 
@@ -37,6 +70,7 @@ class StructuredSystem:
     ku: int
     rank: int
     drive: Any = no_drive
+    modal: ModalForm | None = None
 
     def __post_init__(self):
         n = self.y0.size
@@ -49,6 +83,8 @@ class StructuredSystem:
         # regular exactly when the full matrix is (matrix determinant lemma).
         if self.rank < 0:
             raise ValueError(f"rank = {self.rank} is invalid: the rank of the low-rank part must be >= 0")
+        if self.modal is not None:
+            self.modal.check(n)
 
     @property
     def size(self) -> int:

@@ -15,7 +15,7 @@ Parameter layout: ``[rho_1, mu, lam_1..lam_d, w*_1..w*_d]``.
 import numba
 import numpy as np
 
-from ..integrators.system import StructuredSystem
+from ..integrators.system import ModalForm, StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import Problem
 from .ridge import ridge_of
@@ -75,6 +75,13 @@ def build_exact_flow(problem: Problem, model) -> StructuredSystem:
     if not isinstance(problem, Problem):
         raise ValueError("the exact flow needs a finite dimension d; for d = inf use spectral modes")
     params = np.concatenate(([problem.rho1, ridge_of(model)], problem.lam, problem.wstar))
+    modal = ModalForm(
+        rates=np.array(problem.lam, dtype=np.float64),
+        rate_index=np.arange(problem.d),
+        forcing=np.asarray(problem.lam * problem.wstar, dtype=np.float64),
+        ridge=ridge_of(model),
+        rho1=float(problem.rho1),
+    )
     return StructuredSystem(
         name=f"exact flow (d = {problem.d})",
         y0=np.array(problem.w0, dtype=np.float64),
@@ -87,4 +94,5 @@ def build_exact_flow(problem: Problem, model) -> StructuredSystem:
         ku=0,
         rank=2,
         drive=model.drive,
+        modal=modal,
     )

@@ -26,7 +26,7 @@ Parameter layout: ``[rho_1, mu, lam_1..lam_K, W00, W0*, W**]``.
 import numba
 import numpy as np
 
-from ..integrators.system import StructuredSystem
+from ..integrators.system import ModalForm, StructuredSystem
 from ..kernel_types import JAC_SIGNATURE, OBSERVE_SIGNATURE, RHS_SIGNATURE
 from ..spectrum import InfinitePowerLawProblem, Problem
 from .power_law_rule import power_law_rule
@@ -127,6 +127,14 @@ def build_spectral_modes(problem, model, rule: SpectralRule) -> StructuredSystem
     K = rule.size
     params = np.concatenate(([problem.rho1, ridge_of(model)], rule.nodes, rule.weights[0], rule.weights[1], rule.weights[2]))
     y0 = np.concatenate((np.ones(K), np.zeros(K)))
+    # Phi_j and Psi_j share the rate lam_j; only Psi_j is driven by beta.
+    modal = ModalForm(
+        rates=np.array(rule.nodes, dtype=np.float64),
+        rate_index=np.concatenate((np.arange(K), np.arange(K))),
+        forcing=np.concatenate((np.zeros(K), rule.nodes)),
+        ridge=ridge_of(model),
+        rho1=float(problem.rho1),
+    )
     return StructuredSystem(
         name=f"spectral modes (K = {K})",
         y0=y0,
@@ -139,4 +147,5 @@ def build_spectral_modes(problem, model, rule: SpectralRule) -> StructuredSystem
         ku=0,
         rank=2,
         drive=model.drive,
+        modal=modal,
     )
