@@ -101,7 +101,12 @@ def modal_logistic_rhs(t, y, params, drive, out):
 
 @numba.njit(JAC_SIGNATURE, cache=True)
 def modal_logistic_jacobian(t, y, params, drive, band, U, V):
-    band[0, 0] = params[0] * (1.0 - 3.0 * y[0] * y[0])
+    # J = rate alpha + U V^T with U = (rate y, 0) and V = (grad alpha, grad beta) = (-2 y, 0).
+    band[0, 0] = params[0] * (1.0 - y[0] * y[0])
+    U[0, 0] = params[0] * y[0]
+    U[0, 1] = 0.0
+    V[0, 0] = -2.0 * y[0]
+    V[0, 1] = 0.0
 
 
 @numba.njit(OBSERVE_SIGNATURE, cache=True)
@@ -119,7 +124,7 @@ def modal_logistic(y0=0.1, rate=1.0):
     modal = ModalForm(rates=np.array([rate]), rate_index=np.zeros(1, dtype=np.int64), forcing=np.zeros(1), ridge=0.0, rho1=1.0)
     return StructuredSystem(
         "modal logistic", np.array([y0]), np.array([rate]), modal_logistic_rhs, modal_logistic_jacobian,
-        observe_overlaps, ("m1", "q1"), 0, 0, 0, drive=saturating_drive, modal=modal,
+        observe_overlaps, ("m1", "q1"), 0, 0, 2, drive=saturating_drive, modal=modal,
     )
 
 
