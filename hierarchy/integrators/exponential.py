@@ -259,7 +259,6 @@ def integrate_exponential(
     previous_cubics = np.zeros((3, 4))  # cubics of the last accepted quadrature step
     s = np.empty(6)
     quadrature_jacobian = np.eye(6)
-    internal_jacobian = np.eye(3)
 
     if not all_finite(y):
         return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
@@ -299,12 +298,9 @@ def integrate_exponential(
                     g_nodes[k] = g_nodes[0]
             internal.fill_tables(total_u, rates, tables)
             alphas[0] = alpha0
-            # A fresh exact Jacobian every step: one kept from the last step, measured, saved its cost
-            # but took more iterations than it saved.
             converged, finite = internal.solve_node_values(
                 g_nodes, tables, rate_index, forcing, y, observe, jac, drive, params, rho1, g_coefficients,
-                node_states, alphas, ratios, observed, band, gradient_u, gradients, internal_jacobian, True,
-                rtol, atol, stats,
+                node_states, alphas, ratios, observed, band, gradient_u, gradients, rtol, atol, stats,
             )
             if not converged:
                 stats[STAT_NEWTON_FAILURES] += 1
@@ -410,20 +406,16 @@ def integrate_exponential(
             step_size = h
 
         if not all_finite(y_new) or not all_finite(error):
+            error_norm = np.inf
             rejection_reason = REJECTED_NONFINITE
-            count_rejection(stats, rejection_reason)
-            if kind == INTERNAL:
-                total_u *= RETRY_FACTOR
-            else:
-                h *= RETRY_FACTOR
-            previous_rejected = True
-            continue
-        error_norm = max(weighted_rms(error, y, y_new, error_rtol, atol), MIN_ERROR_NORM)
-        factor = min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * error_norm ** (-ERROR_EXPONENT)))
+            factor = RETRY_FACTOR
+        else:
+            error_norm = max(weighted_rms(error, y, y_new, error_rtol, atol), MIN_ERROR_NORM)
+            rejection_reason = REJECTED_BY_ERROR
+            factor = min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * error_norm ** (-ERROR_EXPONENT)))
         if previous_rejected:
             factor = min(1.0, factor)
         if error_norm > 1.0:
-            rejection_reason = REJECTED_BY_ERROR
             count_rejection(stats, rejection_reason)
             if kind == INTERNAL:
                 total_u *= factor

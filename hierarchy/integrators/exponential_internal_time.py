@@ -122,43 +122,48 @@ def exact_jacobian(
     gradients from the first two columns of the system's ``V``.
     """
     n = node_states.shape[1]
+    sums = np.empty(4)
     for k in range(1, 4):
         state = node_states[k - 1]
         jac(0.0, state, params, drive, band, gradient_u, gradients)
         table = tables[k - 1]
         g = ratios[k]
+        # sums[m] = sum_i (grad beta - g grad alpha)_i f_i table[1 + m]; the Jacobian's row follows by
+        # VANDERMONDE_INVERSE, so the loop over the equations is done once per node.
+        sums[:] = 0.0
+        for i in range(n):
+            j = rate_index[i]
+            weight = (gradients[i, 1] - g * gradients[i, 0]) * forcing[i]
+            sums[0] += weight * table[1, j]
+            sums[1] += weight * table[2, j]
+            sums[2] += weight * table[3, j]
+            sums[3] += weight * table[4, j]
         for l in range(1, 4):
             total = 0.0
-            for i in range(n):
-                j = rate_index[i]
-                if forcing[i] == 0.0:
-                    continue
-                derivative = (
-                    table[1, j] * VANDERMONDE_INVERSE[0, l] + table[2, j] * VANDERMONDE_INVERSE[1, l]
-                    + table[3, j] * VANDERMONDE_INVERSE[2, l] + table[4, j] * VANDERMONDE_INVERSE[3, l]
-                )
-                total += (gradients[i, 1] - g * gradients[i, 0]) * forcing[i] * derivative
+            for m in range(4):
+                total += sums[m] * VANDERMONDE_INVERSE[m, l]
             out[k - 1, l - 1] = (1.0 if k == l else 0.0) - total / alphas[k]
 
 
 @numba.njit(cache=True)
 def solve_node_values(
     g_nodes, tables, rate_index, forcing, y0, observe, jac, drive, params, rho1, g_coefficients, node_states,
-    alphas, ratios, observed, band, gradient_u, gradients, jacobian, fresh_jacobian, rtol, atol, stats,
+    alphas, ratios, observed, band, gradient_u, gradients, rtol, atol, stats,
 ):
     """Solve ``g_k = beta(y_k) / alpha(y_k)``, k = 1..3, by Newton's method from ``g_nodes``, in place.
 
-    The exact Jacobian is computed at the start with ``fresh_jacobian``
-    (otherwise ``jacobian`` from an earlier step is used) and again when the
-    iteration contracts slowly. Returns ``(converged, finite)``; on success
-    the node states, alphas and ratios are those of the final ``g_nodes``.
+    The exact Jacobian is computed at the start and again when the
+    iteration contracts slowly. On the benchmark system, a Jacobian kept
+    from the last step cost more iterations than it saved. Returns ``(converged, finite)``; on success the node states,
+    alphas and ratios are those of the final ``g_nodes``.
     """
     current = np.empty(3)
+    jacobian = np.empty((3, 3))
     if not residual(g_nodes, tables, rate_index, forcing, y0, observe, drive, params, rho1, g_coefficients,
                     node_states, alphas, ratios, observed, current):
         return False, False
     stats[STAT_RHS] += 3
-    fresh = fresh_jacobian
+    fresh = True
     previous_norm = np.inf
     for iteration in range(MAX_NEWTON_ITERATIONS):
         if fresh:
