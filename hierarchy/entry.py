@@ -10,7 +10,7 @@ def main() -> int:
     if not compiled_kernels_present():
         # Importing the command line compiles every kernel, which prints nothing for a while.
         print(
-            "hierarchy: compiling the integrators with Numba; this happens once and takes about half a minute",
+            "hierarchy: compiling the integrators with Numba; this happens once and takes under a minute",
             file=sys.stderr,
             flush=True,
         )

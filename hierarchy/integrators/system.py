@@ -24,7 +24,10 @@ class ModalForm:
     exact flow have this form, which the ``exponential`` method needs:
     given ``alpha`` and ``beta`` along a step, every equation is linear and
     decoupled. Equations that share a rate share ``rate_index``, so that
-    their exponentials are computed once.
+    their exponentials are computed once. The method also reads the
+    gradients of ``alpha`` and ``beta`` in the state from the first two
+    columns of the ``V`` that the system's ``jac`` fills, so the system's
+    rank must be at least 2.
     """
 
     rates: np.ndarray
