@@ -6,7 +6,7 @@ exact flow) obeys ``dy_i/dt = r_j alpha y_i + f_i beta`` with
 state only through ``q1`` and ``m1``. Given ``alpha`` and ``beta`` along a
 step, each equation is linear and is solved exactly. The method
 approximates the scalars by cubics through their values at the start and
-at the three Radau IIA nodes ``(4 -/+ sqrt 6) / 10, 1`` of the step, and
+at the three Radau IIA nodes ``(4 -/+ sqrt 6) / 10, 1`` of the step. It
 solves for the node values so that they equal the drive of the states they
 produce (collocation). The stiffness of the modes never limits the step:
 a mode with ``r_j |A| >> 1`` is propagated as exactly as a slow one. Only
@@ -98,9 +98,9 @@ __all__ = ["ExponentialMethod", "integrate_exponential", "phi_values"]
 
 ERROR_EXPONENT = 0.25
 # The step is accepted when the estimate is below rtol^ERROR_TOLERANCE_POWER
-# relative to the state (and atol absolute), so that the error of the cubic
-# scheme, one order higher, comes out near rtol: 1 to 20 rtol on the tests'
-# phase-retrieval problems from rtol 1e-5 to 1e-10.
+# relative to the state (and atol absolute). The error of the cubic scheme,
+# one order higher, then comes out near rtol: the errors of q1 and m1 were
+# 0.5 to 20 rtol on the tests' phase-retrieval problems from rtol 1e-5 to 1e-10.
 ERROR_TOLERANCE_POWER = 0.8
 MIN_ERROR_NORM = 1e-10
 # Internal-time steps need |alpha| at least this fraction of the largest
@@ -333,8 +333,8 @@ def integrate_exponential(
             set_error_cubic(g_coefficients[3], g_error)
             # The time error is estimated by the cubic of 1 / alpha minus its quadratic, one order
             # lower than the cubic's own error. At x = 1 the integral of the cubic is exact for
-            # quartics (the Radau nodes), so it says nothing of the times inside the step, which the
-            # outputs use.
+            # quartics (the Radau nodes), so its error there does not bound the times inside the
+            # step, which the outputs use.
             time_error = total_u * inverse_alpha[3] * ERROR_CUBIC_INTEGRAL
             end_table = tables[2]
             for i in range(n):
