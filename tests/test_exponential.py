@@ -180,3 +180,20 @@ def test_compare_config_needs_no_moment_orders():
         parse_compare_config(document, "compare.toml")
     document["compare"] = {"moment_orders": []}
     assert parse_compare_config(document, "compare.toml").solver.method == "exponential"
+
+
+@pytest.mark.parametrize(
+    "model, teacher_scale",
+    [(SingleIndexModel("erf(z)", "erf(z)"), 0.0), (PhaseRetrieval(), 3.0), (SingleIndexModel("tanh(z)", "tanh(z)"), 2.0)],
+)
+def test_alpha_settling_lower_keeps_long_steps(model, teacher_scale):
+    """|alpha| ends well below its start here; the steps used to stop growing (about 20000 of them)."""
+    problem = PowerLawSpec(d=100, a=1.5, sigma0=0.1, seed=0, init_teacher_scale=teacher_scale).build()
+    system = build_exact_flow(problem, model)
+    t_out = np.geomspace(1e-2, 1e7, 30)
+    solution = solve(system, t_out, method="exponential", rtol=1e-8, atol=1e-14)
+    reference = solve(system, t_out, method="radau5", rtol=1e-12, atol=1e-16)
+    assert solution.success
+    assert solution.stats["steps"] < 400
+    scale = np.maximum(np.abs(reference.observables), 1e-3)
+    assert np.max(np.abs(solution.observables - reference.observables) / scale) < 1e-6

@@ -17,16 +17,18 @@ to the power -5.
 
 Two kinds of steps:
 
-* in the internal time ``u = int alpha dt`` wherever ``|alpha|`` stays
-  above ``NEAR_ZERO_ALPHA`` times the largest ``|alpha|`` of the run so far
+* in the internal time ``u = int alpha dt`` while ``alpha`` keeps its sign
+  and varies by less than a factor ``1 / ALPHA_RATIO`` over a step
   (``exponential_internal_time``). There the modes are driven by the one
   scalar ``g = beta / alpha``, the phi functions of exponential integrators
   (Hochbruck and Ostermann, "Exponential integrators", Acta Numerica 19
   (2010) 209-286, section 2.3) solve them exactly for a cubic ``g``, and
   the exponentials are computed once per step;
-* in ``t``, by quadrature, near a zero of ``alpha`` (the escape of phase
-  retrieval), where ``g`` is steep or singular
-  (``exponential_quadrature``).
+* in ``t``, by quadrature, from an internal step that failed that test or
+  its Newton iteration (a zero of ``alpha`` ahead, as in the escape of phase
+  retrieval, where ``g`` is steep or singular) until a step in ``t`` finds ``alpha`` varying by
+  less than a factor ``1 / RETURN_RATIO``, and either back above its size at the switch or
+  the steps bounded by the quadrature's stiffness limit (``exponential_quadrature``).
 
 The error estimate compares the cubics with the quadratics through the
 start, the second node and the end: the change of the forcing integral,
@@ -103,16 +105,20 @@ ERROR_EXPONENT = 0.25
 # 0.5 to 20 rtol on the tests' phase-retrieval problems from rtol 1e-5 to 1e-10.
 ERROR_TOLERANCE_POWER = 0.8
 MIN_ERROR_NORM = 1e-10
-# Internal-time steps need |alpha| at least this fraction of the largest
-# |alpha| of the run so far; nearer a zero of alpha, g = beta / alpha is too
-# steep for a cubic and the steps are taken in t by quadrature.
-NEAR_ZERO_ALPHA = 0.5
-# After an internal step failed near a zero of alpha, steps stay in t until
-# |alpha| is back above this fraction, so that the kinds do not alternate.
-RETURN_ALPHA = 0.75
-# On an internal-time step, alpha must also keep its sign with
-# min |alpha| >= ALPHA_RATIO max |alpha| over the nodes.
+# On an internal-time step, alpha must keep its sign with
+# min |alpha| >= ALPHA_RATIO max |alpha| over the nodes. Nearer a zero of
+# alpha, g = beta / alpha is too steep for a cubic, and a failed test moves
+# the steps to t. The test is relative to the step only: a threshold on
+# |alpha| against its largest value in the run kept runs in t for good
+# where |alpha| settles lower than it started (erf models, large starts).
 ALPHA_RATIO = 0.25
+# Steps in t return to the internal time once alpha keeps its sign over a
+# step with min |alpha| >= RETURN_RATIO max |alpha|, stricter than
+# ALPHA_RATIO so that the kinds do not alternate.
+RETURN_RATIO = 0.5
+# The steps move to t when a linear extrapolation of alpha reaches zero
+# within this many steps of the last length (see integrate_exponential).
+ZERO_AHEAD_STEPS = 25.0
 NEWTON_FAILURE_FACTOR = 0.5
 # The predictor extrapolates the last step's cubics only to steps at most
 # this much longer, and starts from constants beyond.
@@ -197,8 +203,16 @@ def _locate_events(
 
 
 @numba.njit(cache=True)
-def _alpha_fits_internal_time(alphas, alpha_scale):
-    """Return whether the node values of ``alpha`` keep one sign, with the ratios the internal time needs."""
+def cubic_slope_at_end(values):
+    """Return the derivative at x = 1 of the cubic through ``(NODES[k], values[k])``."""
+    coefficients = np.empty(4)
+    interpolate_at_nodes(values, coefficients)
+    return coefficients[1] + 2.0 * coefficients[2] + 3.0 * coefficients[3]
+
+
+@numba.njit(cache=True)
+def _alpha_keeps_sign(alphas, ratio):
+    """Return whether the four node values of ``alpha`` keep one sign with ``min |alpha| >= ratio max |alpha|``."""
     smallest = np.inf
     largest = 0.0
     for k in range(4):
@@ -206,7 +220,7 @@ def _alpha_fits_internal_time(alphas, alpha_scale):
             return False
         smallest = min(smallest, abs(alphas[k]))
         largest = max(largest, abs(alphas[k]))
-    return smallest >= ALPHA_RATIO * largest and smallest >= NEAR_ZERO_ALPHA * alpha_scale
+    return smallest >= ratio * largest
 
 
 EXPONENTIAL_SIGNATURE = stepper_signature(
@@ -265,7 +279,6 @@ def integrate_exponential(
     alpha0, beta0 = drive_at(observe, drive, params, rho1, y, observed)
     if not (math.isfinite(alpha0) and math.isfinite(beta0)):
         return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
-    alpha_scale = abs(alpha0)
     if h <= 0.0:
         rhs(t, y, params, drive, work)
         stats[STAT_RHS] += 1
@@ -274,7 +287,8 @@ def integrate_exponential(
     t_end = t_out[n_out - 1]
     total_u = 0.0  # proposed internal-time step; 0 until an internal step sets it from h
     previous_kind = -1
-    internal_threshold = NEAR_ZERO_ALPHA
+    in_time = alpha0 == 0.0  # steps in t by quadrature until alpha settles (see RETURN_RATIO)
+    switch_alpha = 0.0  # |alpha| when the steps last moved to t
     previous_size = 0.0  # U or h of the last accepted step
     previous_rejected = False
     steps_taken = 0
@@ -283,7 +297,7 @@ def integrate_exponential(
             return STATUS_STEP_BUDGET, t, h, next_out, rejection_reason
         steps_taken += 1
         stats[STAT_STEPS] += 1
-        kind = INTERNAL if alpha0 != 0.0 and abs(alpha0) >= internal_threshold * alpha_scale else QUADRATURE
+        kind = QUADRATURE if in_time or alpha0 == 0.0 else INTERNAL
 
         if kind == INTERNAL:
             if total_u == 0.0 or total_u * alpha0 < 0.0:
@@ -303,18 +317,24 @@ def integrate_exponential(
                 node_states, alphas, ratios, observed, band, gradient_u, gradients, rtol, atol, stats,
             )
             if not converged:
+                # Near a zero of alpha, g = beta / alpha is steep and the iteration fails before
+                # the sign test below can: the next step is tried in t, which returns to the
+                # internal time at once where alpha is steady.
                 stats[STAT_NEWTON_FAILURES] += 1
                 rejection_reason = REJECTED_NEWTON if finite else REJECTED_NONFINITE
                 count_rejection(stats, rejection_reason)
                 total_u *= NEWTON_FAILURE_FACTOR if finite else RETRY_FACTOR
                 h = abs(total_u / alpha0)
+                in_time = True
+                switch_alpha = abs(alpha0)
                 previous_rejected = True
                 continue
-            if not _alpha_fits_internal_time(alphas, alpha_scale):
+            if not _alpha_keeps_sign(alphas, ALPHA_RATIO):
                 # A zero of alpha ahead: the next steps are taken in t.
                 rejection_reason = REJECTED_BY_ERROR
                 count_rejection(stats, rejection_reason)
-                internal_threshold = RETURN_ALPHA
+                in_time = True
+                switch_alpha = abs(alpha0)
                 total_u *= NEWTON_FAILURE_FACTOR
                 h = abs(total_u / alpha0)
                 previous_rejected = True
@@ -453,12 +473,17 @@ def integrate_exponential(
         alpha0, beta0 = drive_at(observe, drive, params, rho1, y, observed)
         if not (math.isfinite(alpha0) and math.isfinite(beta0)):
             return STATUS_DIVERGED, t, h, next_out, REJECTED_NONFINITE
-        alpha_scale = max(alpha_scale, abs(alpha0))
 
         previous_kind = kind
         previous_size = step_size
         if kind == INTERNAL:
-            internal_threshold = NEAR_ZERO_ALPHA
+            # A zero of alpha ahead within ZERO_AHEAD_STEPS steps of this length, extrapolating
+            # alpha linearly: the internal steps would shrink towards it without end, since g is
+            # singular there, so the next steps are taken in t.
+            alpha_slope = cubic_slope_at_end(alphas) * alphas[3] / total_u
+            if alpha_slope * alphas[3] < 0.0 and -alphas[3] / alpha_slope < ZERO_AHEAD_STEPS * step_length:
+                in_time = True
+                switch_alpha = abs(alphas[3])
             previous_g[:] = g_coefficients
             total_u *= factor
             h = step_length * factor
@@ -466,6 +491,16 @@ def integrate_exponential(
             previous_cubics[:, :] = cubics
             h *= factor
             total_u = 0.0
+            # Back to the internal time once alpha is steady over a step and either has moved
+            # back away from zero past its size at the switch (after the escape) or the
+            # quadrature's stiffness limit has started to bound the steps.
+            alphas[0] = cubics[quadrature.ALPHA, 0]
+            for k in range(1, 4):
+                alphas[k] = s[k - 1]
+            steady = _alpha_keeps_sign(alphas, RETURN_RATIO)
+            limited = exponent >= 0.5 * quadrature.EXPONENT_LIMIT
+            if steady and (abs(alpha0) >= switch_alpha or limited):
+                in_time = False
         previous_rejected = False
         rejection_reason = NOT_REJECTED
 
