@@ -203,7 +203,7 @@ def _locate_events(
 
 
 @numba.njit(cache=True)
-def cubic_slope_at_end(values):
+def _cubic_slope_at_end(values):
     """Return the derivative at x = 1 of the cubic through ``(NODES[k], values[k])``."""
     coefficients = np.empty(4)
     interpolate_at_nodes(values, coefficients)
@@ -480,7 +480,7 @@ def integrate_exponential(
             # A zero of alpha ahead within ZERO_AHEAD_STEPS steps of this length, extrapolating
             # alpha linearly: the internal steps would shrink towards it without end, since g is
             # singular there, so the next steps are taken in t.
-            alpha_slope = cubic_slope_at_end(alphas) * alphas[3] / total_u
+            alpha_slope = _cubic_slope_at_end(alphas) * alphas[3] / total_u
             if alpha_slope * alphas[3] < 0.0 and -alphas[3] / alpha_slope < ZERO_AHEAD_STEPS * step_length:
                 in_time = True
                 switch_alpha = abs(alphas[3])
