@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hierarchy.integrators import METHODS, Event, IntegrationStatus, solve
-from hierarchy.integrators.exponential import phi_values
+from hierarchy.integrators.exponential_basis import phi_values
 from hierarchy.model import PhaseRetrieval, SingleIndexModel
 from hierarchy.spectrum import PowerLawSpec
 from hierarchy.truncation import build_exact_flow, build_moment_hierarchy, build_spectral_modes, build_spectral_rule

@@ -20,10 +20,10 @@ Two kinds of steps:
 * in the internal time ``u = int alpha dt`` while ``alpha`` keeps its sign
   and varies by less than a factor ``1 / ALPHA_RATIO`` over a step
   (``exponential_internal_time``). There the modes are driven by the one
-  scalar ``g = beta / alpha``, the phi functions of exponential integrators
+  scalar ``g = beta / alpha``. The phi functions of exponential integrators
   (Hochbruck and Ostermann, "Exponential integrators", Acta Numerica 19
-  (2010) 209-286, section 2.3) solve them exactly for a cubic ``g``, and
-  the exponentials are computed once per step;
+  (2010) 209-286, section 2.3) solve them exactly for a cubic ``g``, with
+  the exponentials computed once per step;
 * in ``t``, by quadrature, from an internal step that failed that test or
   its Newton iteration (a zero of ``alpha`` ahead, as in the escape of phase
   retrieval, where ``g`` is steep or singular) until a step in ``t`` finds ``alpha`` varying by
@@ -91,12 +91,11 @@ from .exponential_basis import (
     cubic_value,
     drive_at,
     interpolate_at_nodes,
-    phi_values,
     set_error_cubic,
 )
 from ..kernel_types import f64, vector
 
-__all__ = ["ExponentialMethod", "integrate_exponential", "phi_values"]
+__all__ = ["ExponentialMethod", "integrate_exponential"]
 
 ERROR_EXPONENT = 0.25
 # The step is accepted when the estimate is below rtol^ERROR_TOLERANCE_POWER
@@ -289,6 +288,9 @@ def integrate_exponential(
     previous_kind = -1
     in_time = alpha0 == 0.0  # steps in t by quadrature until alpha settles (see RETURN_RATIO)
     switch_alpha = 0.0  # |alpha| when the steps last moved to t
+    # NOTE: the driver calls this stepper in slices of its step budget, and each slice starts in
+    # the internal time. Results are reproducible (the slices depend only on n), but a slice
+    # boundary inside the escape can change the steps there slightly.
     previous_size = 0.0  # U or h of the last accepted step
     previous_rejected = False
     steps_taken = 0

@@ -25,8 +25,6 @@ from .exponential_basis import (
     FACTORIALS,
     NODES,
     VANDERMONDE_INVERSE,
-    cubic_integral,
-    cubic_value,
     drive_at,
     interpolate_at_nodes,
     phi_values,

@@ -112,7 +112,8 @@ def propagate(tau, h, cubics, rates, rate_index, forcing, y0, per_rate, out, wit
         power = 1.0
         for m in range(terms):
             moments[m] += power * weight[q]
-            error_moments[m] += power * error_weight[q]
+            if with_error:
+                error_moments[m] += power * error_weight[q]
             power *= lag[q] / (m + 1)
     for j in range(rates.shape[0]):
         rate = rates[j]
