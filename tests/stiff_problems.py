@@ -121,7 +121,11 @@ def modal_logistic(y0=0.1, rate=1.0):
     ``q1`` then follows the logistic equation ``q1' = 2 rate q1 (1 - q1)``, and
     ``alpha`` falls from near 1 to 0 over the run.
     """
-    modal = ModalForm(rates=np.array([rate]), rate_index=np.zeros(1, dtype=np.int64), forcing=np.zeros(1), ridge=0.0, rho1=1.0)
+    modal = ModalForm(
+        rates=np.array([rate]), rate_index=np.zeros(1, dtype=np.int64), forcing=np.zeros(1), ridge=0.0, rho1=1.0,
+        m1_weights=np.zeros(1), q1_rows=np.zeros(1, dtype=np.int64), q1_cols=np.zeros(1, dtype=np.int64),
+        q1_values=np.ones(1),
+    )
     return StructuredSystem(
         "modal logistic", np.array([y0]), np.array([rate]), modal_logistic_rhs, modal_logistic_jacobian,
         observe_overlaps, ("m1", "q1"), 0, 0, 2, drive=saturating_drive, modal=modal,

@@ -1,12 +1,15 @@
 """Exponential collocation for systems in modal form: phi functions, exact cases, order, phase retrieval, failures."""
 
+import dataclasses
 import math
 
 import mpmath
 import numpy as np
 import pytest
 
-from hierarchy.integrators import METHODS, Event, IntegrationStatus, solve
+from hierarchy.integrators import METHODS, Event, IntegrationStatus, ModalForm, solve
+from hierarchy.integrators import exponential_basis as basis
+from hierarchy.integrators import exponential_internal_time as internal
 from hierarchy.integrators.exponential_basis import phi_values
 from hierarchy.model import PhaseRetrieval, SingleIndexModel
 from hierarchy.spectrum import PowerLawSpec
@@ -24,7 +27,9 @@ def _phi_reference(k, z):
         return float(mpmath.quad(integrand, [0, 1]))
 
 
-@pytest.mark.parametrize("z", [0.0, 1e-9, -0.3, 0.7, -0.999, 1.0, -1.001, 3.0, -20.0, -1e6])
+@pytest.mark.parametrize(
+    "z", [0.0, 1e-9, -9.9e-4, 1e-3, -9.9e-3, 0.01, -0.099, 0.1, -0.3, 0.7, -0.999, 1.0, -1.001, 3.0, -20.0, -1e6]
+)
 def test_phi_values_match_integral_form(z):
     values = phi_values(z)
     for k in range(5):
@@ -69,6 +74,95 @@ def test_ridge_rejected():
     system = build_exact_flow(problem, SingleIndexModel("z", "z", ridge=0.05))
     with pytest.raises(ValueError, match="supports ridge = 0 only.*ridge = 0.05"):
         solve(system, [1.0], method="exponential")
+
+
+def _overlap_case(builder):
+    """A phase-retrieval system of either modal kind, a state away from y0 and its per-rate arrays."""
+    problem = PowerLawSpec(d=300, a=1.5, b=0, sigma0=0.1, seed=3).build()
+    if builder == "modes":
+        system = build_spectral_modes(problem, PhaseRetrieval(), build_spectral_rule(problem, 4, 4, 4))
+    else:
+        system = build_exact_flow(problem, PhaseRetrieval())
+    modal = system.modal
+    rng = np.random.default_rng(5)
+    state = system.y0 + 0.3 * rng.standard_normal(system.size)
+    arrays = (modal.m1_weights, modal.q1_rows.astype(np.int64), modal.q1_cols.astype(np.int64), modal.q1_values,
+              modal.rate_index.astype(np.int64), modal.forcing)
+    rate_sums = np.empty((basis.RATE_SUM_ROWS, modal.rates.size))
+    basis.fill_fixed_sums(*arrays, rate_sums)
+    basis.fill_start_sums(state, *arrays, rate_sums)
+    return system, state, arrays, rate_sums
+
+
+def _observed(system, state):
+    out = np.empty(2)
+    system.observe(state, system.params, system.drive, out)
+    return out
+
+
+@pytest.mark.parametrize("builder", ["modes", "exact flow"])
+def test_node_forms_give_the_observed_overlaps(builder):
+    """m1 and q1 at the nodes, as polynomials in the cubic of g, equal observe() of the node states."""
+    system, state, arrays, rate_sums = _overlap_case(builder)
+    modal = system.modal
+    tables = np.empty((3, internal.TABLE_ROWS, modal.rates.size))
+    internal.fill_tables(-40.0, modal.rates, tables)
+    constants, linear, quadratic = np.empty((3, 2)), np.empty((3, 2, 4)), np.empty((3, 4, 4))
+    internal.fill_node_forms(tables, rate_sums, constants, linear, quadratic)
+    g = np.array([0.7, -0.4, 0.25, 0.1])
+    node = np.empty(system.size)
+    for k in range(3):
+        internal.node_state(k + 1, g, tables, arrays[4], modal.forcing, state, node)
+        m1 = constants[k, 0] + linear[k, 0] @ g
+        q1 = constants[k, 1] + linear[k, 1] @ g + g @ quadratic[k] @ g
+        assert np.array([m1, q1]) == pytest.approx(_observed(system, node), rel=1e-12)
+
+
+@pytest.mark.parametrize("builder", ["modes", "exact flow"])
+def test_rate_sums_follow_the_state(builder):
+    """Advancing the per-rate sums in O(rates) matches summing them from the new state."""
+    system, state, arrays, rate_sums = _overlap_case(builder)
+    modal = system.modal
+    rng = np.random.default_rng(6)
+    decay = np.exp(-modal.rates * rng.uniform(0.0, 3.0))
+    integral = rng.standard_normal(modal.rates.size)
+    index = arrays[4]
+    new_state = decay[index] * state + modal.forcing * integral[index]
+    assert np.array(basis.overlaps_from_rates(decay, integral, rate_sums)) == pytest.approx(
+        _observed(system, new_state), rel=1e-12
+    )
+    basis.advance_start_sums(decay, integral, rate_sums)
+    expected = np.empty_like(rate_sums)
+    basis.fill_fixed_sums(*arrays, expected)
+    basis.fill_start_sums(new_state, *arrays, expected)
+    assert rate_sums == pytest.approx(expected, rel=1e-12, abs=1e-14 * np.max(np.abs(expected)))
+
+
+def test_wrong_overlap_forms_rejected():
+    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
+    system = build_exact_flow(problem, PhaseRetrieval())
+    wrong = dataclasses.replace(system.modal, q1_values=2.0 * system.modal.q1_values)
+    with pytest.raises(ValueError, match="modal form of q1"):
+        solve(dataclasses.replace(system, modal=wrong), [1.0], method="exponential")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("q1_rows", np.array([0, 1]), "one length"),
+        ("q1_cols", np.array([0, 1, 9]), r"must lie in \[0, 2\]"),
+        ("q1_cols", np.array([0, 2, 1]), "one rate"),
+        ("m1_weights", np.array([1.0, np.nan, 0.0]), "m1_weights must be finite"),
+    ],
+)
+def test_modal_form_checks_its_overlap_fields(field, value, message):
+    fields = dict(
+        rates=np.array([1.0, 0.5]), rate_index=np.array([0, 0, 1]), forcing=np.zeros(3), ridge=0.0, rho1=1.0,
+        m1_weights=np.ones(3), q1_rows=np.array([0, 1, 2]), q1_cols=np.array([0, 1, 2]), q1_values=np.ones(3),
+    )
+    fields[field] = value
+    with pytest.raises(ValueError, match=message):
+        ModalForm(**fields).check(3)
 
 
 def _modal_logistic_error(rtol):

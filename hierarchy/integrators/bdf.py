@@ -641,7 +641,7 @@ class BDFMethod:
             differences, history = saved
 
         status, t, h, next_out, rejection_reason = integrate_bdf(
-            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            *system.kernels, params, y, t, h,
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             rtol, atol, max_steps, max_abs_state, stats,

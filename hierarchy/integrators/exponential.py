@@ -48,6 +48,7 @@ hierarchy, the classic test problems); the other methods integrate them.
 """
 
 import math
+import weakref
 
 import numba
 import numpy as np
@@ -76,7 +77,6 @@ from .common import (
     STATUS_STEP_SIZE_COLLAPSE,
     STATUS_SUCCESS,
     all_finite,
-    allocate_jacobian,
     count_rejection,
     event_value,
     initial_step,
@@ -88,8 +88,12 @@ from .common import (
 from .exponential_basis import (
     ERROR_CUBIC_INTEGRAL,
     NODES,
+    RATE_SUM_ROWS,
+    advance_start_sums,
     cubic_value,
     drive_at,
+    fill_fixed_sums,
+    fill_start_sums,
     interpolate_at_nodes,
     set_error_cubic,
 )
@@ -133,7 +137,8 @@ def _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, rate_in
     if kind == INTERNAL:
         internal.dense_state(fraction * total_u, total_u, g_coefficients, rates, rate_index, forcing, y0, per_rate, out)
     else:
-        quadrature.propagate(fraction, h, cubics, rates, rate_index, forcing, y0, per_rate, out, False)
+        largest_rate = np.max(np.abs(rates))
+        quadrature.propagate(fraction, h, cubics, rates, largest_rate, rate_index, forcing, y0, per_rate, out, False)
 
 
 @numba.njit(cache=True)
@@ -223,14 +228,15 @@ def _alpha_keeps_sign(alphas, ratio):
 
 
 EXPONENTIAL_SIGNATURE = stepper_signature(
-    coefficients=(vector, types.int64[::1], vector, f64),  # rates, rate_index, forcing, rho1
+    # rates, rate_index, forcing, rho1, m1_weights, q1_rows, q1_cols, q1_values (ModalForm)
+    coefficients=(vector, types.int64[::1], vector, f64, vector, types.int64[::1], types.int64[::1], vector),
 )
 
 
 @numba.njit(EXPONENTIAL_SIGNATURE, cache=True)
 def integrate_exponential(
     rhs, jac, observe, drive, params, y, t, h, t_out, first_out, observables, states, save_state,
-    kl, ku, rank, rates, rate_index, forcing, rho1,
+    kl, ku, rank, rates, rate_index, forcing, rho1, m1_weights, q1_rows, q1_cols, q1_values,
     rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,
 ):
     """Advance ``y`` from ``t`` past ``t_out[first_out:]`` by exponential collocation, writing outputs on the way.
@@ -251,10 +257,15 @@ def integrate_exponential(
         largest_rate = max(largest_rate, abs(rates[j]))
     error_rtol = rtol**ERROR_TOLERANCE_POWER
 
-    band, gradient_u, gradients = allocate_jacobian(n, kl, ku, rank)
     tables = np.empty((3, internal.TABLE_ROWS, n_rates))
+    rate_sums = np.empty((RATE_SUM_ROWS, n_rates))
+    fill_fixed_sums(m1_weights, q1_rows, q1_cols, q1_values, rate_index, forcing, rate_sums)
+    start_sums_current = False  # whether the START rows of rate_sums are those of y
+    end_integrals = np.empty(n_rates)
+    form_constants = np.empty((3, 2))
+    form_linear = np.empty((3, 2, 4))
+    form_quadratic = np.empty((3, 4, 4))
     per_rate = np.empty((3, n_rates))
-    node_states = np.empty((3, n))
     y_new = np.empty(n)
     error = np.empty(n)
     work = np.empty(n)
@@ -300,6 +311,9 @@ def integrate_exponential(
         steps_taken += 1
         stats[STAT_STEPS] += 1
         kind = QUADRATURE if in_time or alpha0 == 0.0 else INTERNAL
+        if not start_sums_current:
+            fill_start_sums(y, m1_weights, q1_rows, q1_cols, q1_values, rate_index, forcing, rate_sums)
+            start_sums_current = True
 
         if kind == INTERNAL:
             if total_u == 0.0 or total_u * alpha0 < 0.0:
@@ -313,10 +327,12 @@ def integrate_exponential(
                 for k in range(1, 4):
                     g_nodes[k] = g_nodes[0]
             internal.fill_tables(total_u, rates, tables)
+            internal.fill_node_forms(tables, rate_sums, form_constants, form_linear, form_quadratic)
+            stats[STAT_RHS] += 1
             alphas[0] = alpha0
             converged, finite = internal.solve_node_values(
-                g_nodes, tables, rate_index, forcing, y, observe, jac, drive, params, rho1, g_coefficients,
-                node_states, alphas, ratios, observed, band, gradient_u, gradients, rtol, atol, stats,
+                g_nodes, drive, rho1, form_constants, form_linear, form_quadratic, g_coefficients, alphas, ratios,
+                rtol, atol, stats,
             )
             if not converged:
                 # Near a zero of alpha, g = beta / alpha is steep and the iteration fails before
@@ -349,7 +365,7 @@ def integrate_exponential(
             t_new = internal.time_at(1.0, t, time_polynomial)
             if step_size_collapsed(t, t_new - t):
                 return STATUS_STEP_SIZE_COLLAPSE, t, t_new - t, next_out, rejection_reason
-            y_new[:] = node_states[2]
+            internal.node_state(3, g_coefficients, tables, rate_index, forcing, y, y_new)
 
             # Error: the forcing of the error cubic of g, and the error of the time carried by dy/dt = alpha dy/du.
             set_error_cubic(g_coefficients[3], g_error)
@@ -387,15 +403,15 @@ def integrate_exponential(
                 start = s.copy()
                 fresh = previous_kind != QUADRATURE or previous_rejected
                 converged, finite = quadrature.solve_node_values(
-                    s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-                    cubics, per_rate, work, observed, quadrature_jacobian, fresh, rtol, atol, stats,
+                    s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate,
+                    quadrature_jacobian, fresh, rtol, atol, stats,
                 )
                 if finite and not converged and not fresh:
                     # The carried Jacobian may have drifted: one more try from a difference Jacobian.
                     s[:] = start
                     converged, finite = quadrature.solve_node_values(
-                        s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-                        cubics, per_rate, work, observed, quadrature_jacobian, True, rtol, atol, stats,
+                        s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate,
+                        quadrature_jacobian, True, rtol, atol, stats,
                     )
                 quadrature.build_cubics(s, alpha0, beta0, cubics)
                 exponent = quadrature.largest_exponent(cubics[quadrature.ALPHA], h, largest_rate)
@@ -418,7 +434,7 @@ def integrate_exponential(
                 return STATUS_STEP_SIZE_COLLAPSE, t, h, next_out, rejection_reason
             t_new = t + h
 
-            quadrature.propagate(1.0, h, cubics, rates, rate_index, forcing, y, per_rate, y_new, True)
+            quadrature.propagate(1.0, h, cubics, rates, largest_rate, rate_index, forcing, y, per_rate, y_new, True)
             stats[STAT_RHS] += 1
             # Error: the forcing of the error cubic of beta, and the error of A(1) carried by dz/dA = r z.
             u_error = h * cubics[quadrature.ALPHA, 3] * ERROR_CUBIC_INTEGRAL
@@ -448,6 +464,14 @@ def integrate_exponential(
 
         # Accepted: outputs and events inside the step, from the same propagation.
         stats[STAT_ACCEPTED] += 1
+        ends_inside = t_new > t_end
+        if ends_inside:
+            start_sums_current = False
+        elif kind == INTERNAL:
+            internal.end_integrals(tables[2], g_coefficients, end_integrals)
+            advance_start_sums(tables[2][0], end_integrals, rate_sums)
+        else:
+            advance_start_sums(per_rate[quadrature.EXPONENTIAL], per_rate[quadrature.INTEGRAL], rate_sums)
         next_out = _write_outputs(
             kind, t, t_new, t_end, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index,
             forcing, y, y_new, per_rate, t_out, next_out, observe, params, drive, observables, states, save_state,
@@ -458,7 +482,7 @@ def integrate_exponential(
                 kind, t, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index, forcing, y, y_new,
                 per_rate, observe, params, drive, event_spec, event_state, work, observed,
             )
-        if t_new > t_end:
+        if ends_inside:
             # The run ends inside this step: its state at t_end is the last output's.
             if kind == INTERNAL:
                 fraction = internal.fraction_at(t_end, t, t_new, time_polynomial)
@@ -509,6 +533,44 @@ def integrate_exponential(
     return STATUS_SUCCESS, t, h, next_out, rejection_reason
 
 
+# Declared and observed overlaps must agree to this fraction of the sum of
+# the absolute values of their terms.
+OVERLAP_CHECK_TOLERANCE = 1e-10
+
+
+# Systems whose overlap forms passed the check, by id, so that repeated
+# solves of one system (a benchmark, a sweep) do not pay for it again.
+_checked_systems = weakref.WeakValueDictionary()
+
+
+def _check_overlap_forms(system):
+    """Raise ``ValueError`` unless the modal forms of ``m1, q1`` give the system's own observables.
+
+    Checked at ``y0`` and at a fixed perturbation of it, so that a form
+    whose terms vanish at ``y0`` (the forced equations of the spectral
+    modes start at 0) is also tested.
+    """
+    if _checked_systems.get(id(system)) is system:
+        return
+    modal = system.modal
+    index = np.arange(system.size)
+    perturbed = system.y0 * (1.0 + 0.1 * np.sin(index + 1.0)) + 0.01 * np.cos(index + 1.0)
+    observed = np.empty(len(system.observable_names))
+    for state in (system.y0, perturbed):
+        system.observe(state, system.params, system.drive, observed)
+        m1_terms = modal.m1_weights * state
+        q1_terms = modal.q1_values * state[modal.q1_rows] * state[modal.q1_cols]
+        for name, terms, value in (("m1", m1_terms, observed[0]), ("q1", q1_terms, observed[1])):
+            scale = np.sum(np.abs(terms)) + abs(value)
+            if not abs(np.sum(terms) - value) <= OVERLAP_CHECK_TOLERANCE * scale:
+                raise ValueError(
+                    f"the modal form of {name} of {system.name} gives {np.sum(terms)!r} where the system's "
+                    f"observe gives {value!r}: modal m1_weights and q1_rows, q1_cols, q1_values must describe "
+                    f"its first two observables (m1, q1)"
+                )
+    _checked_systems[id(system)] = system
+
+
 class ExponentialMethod:
     """Exponential collocation bound to its compiled stepper, for systems in modal form."""
 
@@ -527,23 +589,23 @@ class ExponentialMethod:
                 f"method = 'exponential' supports ridge = 0 only, and {system.name} has ridge = {system.modal.ridge:g}; "
                 "choose rodas4, radau5 or bdf"
             )
-        if system.rank < 2:
-            raise ValueError(
-                f"method = 'exponential' needs the gradients of alpha and beta as the first two columns of V, and "
-                f"{system.name} has rank = {system.rank}"
-            )
+        _check_overlap_forms(system)
 
     def advance(self, system, params, y, t, h, t_out, next_out, observables, states, save_state,
                 rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state):
         """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_exponential``."""
         modal = system.modal
         return integrate_exponential(
-            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            *system.kernels, params, y, t, h,
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             np.ascontiguousarray(modal.rates, dtype=np.float64),
             np.ascontiguousarray(modal.rate_index, dtype=np.int64),
             np.ascontiguousarray(modal.forcing, dtype=np.float64),
             float(modal.rho1),
+            np.ascontiguousarray(modal.m1_weights, dtype=np.float64),
+            np.ascontiguousarray(modal.q1_rows, dtype=np.int64),
+            np.ascontiguousarray(modal.q1_cols, dtype=np.int64),
+            np.ascontiguousarray(modal.q1_values, dtype=np.float64),
             rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,
         )

@@ -8,10 +8,13 @@ On a step from ``u = 0`` to ``U`` (``U`` has the sign of ``alpha``), mode
 With ``g`` the cubic ``sum_m a_m x^m`` in ``x = u / U`` through its values at
 the nodes ``x = c_k``, the integral is ``u sum_m a_m x^m m! phi_{m+1}(r_j u)``.
 The nodes sit at fixed ``u``, so the exponentials and phi functions are
-computed once per step (``fill_tables``), and the Newton iteration on the
-three node values of ``g`` only recombines them. Its Jacobian is exact: the
-node states are linear in ``g``, and the system's Jacobian gives the
-gradients of ``alpha`` and ``beta`` (``ModalForm``). The time follows from
+computed once per step (``fill_tables``). The node states are affine in
+the coefficients of ``g``, and the overlaps ``m1, q1`` are a linear and a
+quadratic form in the state (``ModalForm``), so one pass over the rates
+writes the overlaps at the nodes as polynomials in those coefficients
+(``fill_node_forms``). The Newton iteration on the three node values of
+``g`` then costs O(1) per iteration, with an exact Jacobian, and the state
+itself is formed once, at the end of the step. The time follows from
 ``dt/du = 1 / alpha``, with ``1 / alpha`` the cubic through its node values.
 """
 
@@ -20,12 +23,16 @@ import math
 import numba
 import numpy as np
 
-from .common import STAT_JACOBIANS, STAT_NEWTON_ITERATIONS, STAT_RHS, all_finite
+from .common import STAT_NEWTON_ITERATIONS
 from .exponential_basis import (
     FACTORIALS,
+    FORCED_M,
+    FORCED_Q,
+    MIXED_Q,
     NODES,
+    START_M,
+    START_Q,
     VANDERMONDE_INVERSE,
-    drive_at,
     interpolate_at_nodes,
     phi_values,
 )
@@ -86,109 +93,139 @@ def dense_state(u, total_u, g_coefficients, rates, rate_index, forcing, y0, per_
 
 
 @numba.njit(cache=True)
-def residual(
-    g_nodes, tables, rate_index, forcing, y0, observe, drive, params, rho1, g_coefficients, node_states,
-    alphas, ratios, observed, out,
-):
-    """Write ``g_k - beta(y_k) / alpha(y_k)`` for k = 1..3 into ``out``, with the node states, alphas and ratios.
+def end_integrals(end_table, g_coefficients, out):
+    """Write the forcing integrals ``I_j`` of the step's end, for ``g`` with monomial ``g_coefficients``, into ``out``."""
+    a0, a1, a2, a3 = g_coefficients[0], g_coefficients[1], g_coefficients[2], g_coefficients[3]
+    for j in range(end_table.shape[1]):
+        out[j] = end_table[1, j] * a0 + end_table[2, j] * a1 + end_table[3, j] * a2 + end_table[4, j] * a3
 
-    ``g_nodes[0]`` is the value at the step start. Returns ``False`` when a
-    node state or drive value is not finite.
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def fill_node_forms(tables, rate_sums, constants, linear, quadratic):
+    """Write the overlaps at the three nodes as polynomials in the monomial coefficients ``a`` of ``g``.
+
+    A node state is ``y_i = E_j y0_i + f_i I_j`` with ``I_j = sum_m T_jm a_m``
+    (the table rows), so at node k
+
+        m1 = constants[k, 0] + linear[k, 0] . a,
+        q1 = constants[k, 1] + linear[k, 1] . a + a . quadratic[k] a,
+
+    and the Newton iteration evaluates them in O(1).
     """
-    interpolate_at_nodes(g_nodes, g_coefficients)
-    for k in range(1, 4):
-        node_state(k, g_coefficients, tables, rate_index, forcing, y0, node_states[k - 1])
-        if not all_finite(node_states[k - 1]):
-            return False
-        alpha, beta = drive_at(observe, drive, params, rho1, node_states[k - 1], observed)
-        alphas[k] = alpha
-        if not (math.isfinite(alpha) and math.isfinite(beta)) or alpha == 0.0:
-            return False
-        ratios[k] = beta / alpha
-        out[k - 1] = g_nodes[k] - ratios[k]
-    return True
-
-
-@numba.njit(cache=True)
-def exact_jacobian(
-    alphas, ratios, node_states, tables, rate_index, forcing, jac, params, drive, band, gradient_u, gradients, out,
-):
-    """Write the Jacobian of ``residual`` in ``g_1..g_3`` into ``out`` (3 x 3).
-
-    ``d y_i(u_k) / d g_l = f_i sum_m table_m VANDERMONDE_INVERSE[m, l]``, and
-    ``grad (beta / alpha) = (grad beta - g grad alpha) / alpha`` with the
-    gradients from the first two columns of the system's ``V``.
-    """
-    n = node_states.shape[1]
-    sums = np.empty(4)
-    for k in range(1, 4):
-        state = node_states[k - 1]
-        jac(0.0, state, params, drive, band, gradient_u, gradients)
-        table = tables[k - 1]
-        g = ratios[k]
-        # sums[m] = sum_i (grad beta - g grad alpha)_i f_i table[1 + m]; the Jacobian's row follows by
-        # VANDERMONDE_INVERSE, so the loop over the equations is done once per node.
-        sums[:] = 0.0
-        for i in range(n):
-            j = rate_index[i]
-            weight = (gradients[i, 1] - g * gradients[i, 0]) * forcing[i]
-            sums[0] += weight * table[1, j]
-            sums[1] += weight * table[2, j]
-            sums[2] += weight * table[3, j]
-            sums[3] += weight * table[4, j]
-        for l in range(1, 4):
-            total = 0.0
-            for m in range(4):
-                total += sums[m] * VANDERMONDE_INVERSE[m, l]
-            out[k - 1, l - 1] = (1.0 if k == l else 0.0) - total / alphas[k]
+    for k in range(3):
+        table = tables[k]
+        # Scalar accumulators, so that the loop over the rates keeps them in registers.
+        c_m = c_q = 0.0
+        l_m0 = l_m1 = l_m2 = l_m3 = 0.0
+        l_q0 = l_q1 = l_q2 = l_q3 = 0.0
+        q00 = q01 = q02 = q03 = q11 = q12 = q13 = q22 = q23 = q33 = 0.0
+        for j in range(table.shape[1]):
+            decay = table[0, j]
+            w0, w1, w2, w3 = table[1, j], table[2, j], table[3, j], table[4, j]
+            c_m += decay * rate_sums[START_M, j]
+            c_q += decay * decay * rate_sums[START_Q, j]
+            mixed = decay * rate_sums[MIXED_Q, j]
+            forced_m = rate_sums[FORCED_M, j]
+            l_m0 += forced_m * w0
+            l_m1 += forced_m * w1
+            l_m2 += forced_m * w2
+            l_m3 += forced_m * w3
+            l_q0 += mixed * w0
+            l_q1 += mixed * w1
+            l_q2 += mixed * w2
+            l_q3 += mixed * w3
+            f0 = rate_sums[FORCED_Q, j] * w0
+            f1 = rate_sums[FORCED_Q, j] * w1
+            f2 = rate_sums[FORCED_Q, j] * w2
+            q00 += f0 * w0
+            q01 += f0 * w1
+            q02 += f0 * w2
+            q03 += f0 * w3
+            q11 += f1 * w1
+            q12 += f1 * w2
+            q13 += f1 * w3
+            q22 += f2 * w2
+            q23 += f2 * w3
+            q33 += rate_sums[FORCED_Q, j] * w3 * w3
+        constants[k, 0] = c_m
+        constants[k, 1] = c_q
+        linear[k, 0, 0], linear[k, 0, 1], linear[k, 0, 2], linear[k, 0, 3] = l_m0, l_m1, l_m2, l_m3
+        linear[k, 1, 0], linear[k, 1, 1], linear[k, 1, 2], linear[k, 1, 3] = l_q0, l_q1, l_q2, l_q3
+        quadratic[k, 0, 0], quadratic[k, 1, 1], quadratic[k, 2, 2], quadratic[k, 3, 3] = q00, q11, q22, q33
+        quadratic[k, 0, 1] = quadratic[k, 1, 0] = q01
+        quadratic[k, 0, 2] = quadratic[k, 2, 0] = q02
+        quadratic[k, 0, 3] = quadratic[k, 3, 0] = q03
+        quadratic[k, 1, 2] = quadratic[k, 2, 1] = q12
+        quadratic[k, 1, 3] = quadratic[k, 3, 1] = q13
+        quadratic[k, 2, 3] = quadratic[k, 3, 2] = q23
 
 
 @numba.njit(cache=True)
 def solve_node_values(
-    g_nodes, tables, rate_index, forcing, y0, observe, jac, drive, params, rho1, g_coefficients, node_states,
-    alphas, ratios, observed, band, gradient_u, gradients, rtol, atol, stats,
+    g_nodes, drive, rho1, constants, linear, quadratic, g_coefficients, alphas, ratios, rtol, atol, stats,
 ):
     """Solve ``g_k = beta(y_k) / alpha(y_k)``, k = 1..3, by Newton's method from ``g_nodes``, in place.
 
-    The exact Jacobian is computed at the start and again when the
-    iteration contracts slowly. On the benchmark system, a Jacobian kept
-    from the last step cost more iterations than it saved. Returns ``(converged, finite)``; on success the node states,
-    alphas and ratios are those of the final ``g_nodes``.
+    The overlaps at the nodes come from ``fill_node_forms``, so each
+    iteration, with its exact Jacobian, costs O(1). ``g_nodes[0]`` is the
+    value at the step start. Returns ``(converged, finite)``; on success
+    ``g_coefficients``, ``alphas`` and ``ratios`` are those of the final
+    ``g_nodes``.
     """
     current = np.empty(3)
     jacobian = np.empty((3, 3))
-    if not residual(g_nodes, tables, rate_index, forcing, y0, observe, drive, params, rho1, g_coefficients,
-                    node_states, alphas, ratios, observed, current):
-        return False, False
-    stats[STAT_RHS] += 3
-    fresh = True
+    gradient_m = np.empty(4)
+    gradient_q = np.empty(4)
     previous_norm = np.inf
-    for iteration in range(MAX_NEWTON_ITERATIONS):
-        if fresh:
-            exact_jacobian(alphas, ratios, node_states, tables, rate_index, forcing, jac, params, drive, band,
-                           gradient_u, gradients, jacobian)
-            stats[STAT_JACOBIANS] += 1
-            fresh = False
+    converged = False
+    for iteration in range(MAX_NEWTON_ITERATIONS + 1):
+        interpolate_at_nodes(g_nodes, g_coefficients)
+        for k in range(1, 4):
+            m1 = constants[k - 1, 0]
+            q1 = constants[k - 1, 1]
+            for m in range(4):
+                curvature = 0.0
+                for l in range(4):
+                    curvature += quadratic[k - 1, m, l] * g_coefficients[l]
+                gradient_m[m] = linear[k - 1, 0, m]
+                gradient_q[m] = linear[k - 1, 1, m] + 2.0 * curvature
+                m1 += linear[k - 1, 0, m] * g_coefficients[m]
+                q1 += (linear[k - 1, 1, m] + curvature) * g_coefficients[m]
+            alpha, beta, alpha_q, alpha_m, beta_q, beta_m = drive(q1, m1, rho1)
+            if not (math.isfinite(alpha) and math.isfinite(beta)) or alpha == 0.0:
+                return False, False
+            ratio = beta / alpha
+            alphas[k] = alpha
+            ratios[k] = ratio
+            current[k - 1] = g_nodes[k] - ratio
+            # d(beta / alpha) = (d beta - ratio d alpha) / alpha, by the chain rule through q1 and m1.
+            along_q = (beta_q - ratio * alpha_q) / alpha
+            along_m = (beta_m - ratio * alpha_m) / alpha
+            for l in range(1, 4):
+                total = 0.0
+                for m in range(4):
+                    total += (along_q * gradient_q[m] + along_m * gradient_m[m]) * VANDERMONDE_INVERSE[m, l]
+                jacobian[k - 1, l - 1] = (1.0 if k == l else 0.0) - total
+        if converged:
+            return True, True
+        if iteration == MAX_NEWTON_ITERATIONS:
+            break
         stats[STAT_NEWTON_ITERATIONS] += 1
         correction = np.linalg.solve(jacobian, current)
         scale = abs(g_nodes[0])
         for k in range(1, 4):
             g_nodes[k] -= correction[k - 1]
             scale = max(scale, abs(g_nodes[k]))
-        if not residual(g_nodes, tables, rate_index, forcing, y0, observe, drive, params, rho1, g_coefficients,
-                        node_states, alphas, ratios, observed, current):
-            return False, False
-        stats[STAT_RHS] += 3
         correction_norm = 0.0
         for k in range(3):
             correction_norm = max(correction_norm, abs(correction[k]) / (NEWTON_FRACTION * rtol * scale + atol))
+        if not math.isfinite(correction_norm):
+            return False, False
         if correction_norm <= 1.0:
-            return True, True
-        # A slow contraction means the Jacobian of the start no longer fits.
-        if correction_norm > 0.25 * previous_norm or (iteration == 0 and correction_norm > 1e3):
-            if iteration >= 3 and correction_norm > previous_norm:
-                return False, True
-            fresh = True
+            # One more pass evaluates alphas and ratios at the final node values.
+            converged = True
+        elif iteration >= 3 and correction_norm > previous_norm:
+            return False, True
         previous_norm = correction_norm
     return False, True
 

@@ -21,7 +21,14 @@ import numba
 import numpy as np
 
 from .common import STAT_JACOBIANS, STAT_NEWTON_ITERATIONS, STAT_RHS, all_finite
-from .exponential_basis import NODES, cubic_integral, cubic_value, drive_at, interpolate_at_nodes, set_error_cubic
+from .exponential_basis import (
+    NODES,
+    cubic_integral,
+    cubic_value,
+    interpolate_at_nodes,
+    overlaps_from_rates,
+    set_error_cubic,
+)
 
 GAUSS_POINTS = 8
 _gauss_x, _gauss_w = np.polynomial.legendre.leggauss(GAUSS_POINTS)
@@ -75,14 +82,10 @@ def largest_exponent(alpha_coefficients, h, largest_rate):
 
 
 @numba.njit(cache=True)
-def propagate(tau, h, cubics, rates, rate_index, forcing, y0, per_rate, out, with_error):
-    """Write the state at ``t0 + tau h`` into ``out``; with ``with_error`` also the error integrals per rate.
+def _moments(tau, h, cubics, largest_rate, with_error, moments, error_moments):
+    """Write the moments ``M_n`` (and those of the ERROR cubic) of ``propagate`` into the arrays.
 
-    ``e^{r_j (A(tau) - A(s))}`` is expanded in powers of ``r_j``, so that the
-    Gauss-Legendre sums become moments shared by every rate:
-    ``P_j = sum_n r_j^n M_n`` with ``M_n = h int_0^tau (A(tau) - A(s))^n / n! beta(s) ds``.
-    The series is cut where its terms fall below 1e-18 of its size; with
-    ``r_j |A| <= EXPONENT_LIMIT`` it needs at most ``MAX_TERMS`` terms.
+    Returns ``(u, terms)``: ``A(tau)`` and the number of terms of the series.
     """
     u = h * cubic_integral(cubics[ALPHA], tau)
     lag = np.empty(GAUSS_POINTS)
@@ -96,9 +99,6 @@ def propagate(tau, h, cubics, rates, rate_index, forcing, y0, per_rate, out, wit
         error_weight[q] = h * tau * GAUSS_WEIGHTS[q] * cubic_value(cubics[ERROR], s)
         largest_lag = max(largest_lag, abs(lag[q]))
 
-    largest_rate = 0.0
-    for j in range(rates.shape[0]):
-        largest_rate = max(largest_rate, abs(rates[j]))
     span = largest_rate * largest_lag
     terms = 1
     term = 1.0
@@ -106,8 +106,8 @@ def propagate(tau, h, cubics, rates, rate_index, forcing, y0, per_rate, out, wit
         term *= span / terms
         terms += 1
 
-    moments = np.zeros(terms)
-    error_moments = np.zeros(terms)
+    moments[:terms] = 0.0
+    error_moments[:terms] = 0.0
     for q in range(GAUSS_POINTS):
         power = 1.0
         for m in range(terms):
@@ -115,33 +115,67 @@ def propagate(tau, h, cubics, rates, rate_index, forcing, y0, per_rate, out, wit
             if with_error:
                 error_moments[m] += power * error_weight[q]
             power *= lag[q] / (m + 1)
+    return u, terms
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _rate_series(terms, moments, rates, out):
+    """Write ``sum_n r_j^n moments[n]`` for every rate into ``out``.
+
+    Horner's rule with the loop over the rates inside, so that it
+    vectorises: every rate takes the same number of terms.
+    """
+    top = moments[terms - 1]
     for j in range(rates.shape[0]):
-        rate = rates[j]
-        per_rate[EXPONENTIAL, j] = math.exp(rate * u)
-        total = moments[terms - 1]
-        for m in range(terms - 2, -1, -1):
-            total = total * rate + moments[m]
-        per_rate[INTEGRAL, j] = total
-        if with_error:
-            error_total = error_moments[terms - 1]
-            for m in range(terms - 2, -1, -1):
-                error_total = error_total * rate + error_moments[m]
-            per_rate[ERROR_INTEGRAL, j] = error_total
+        out[j] = top
+    for m in range(terms - 2, -1, -1):
+        moment = moments[m]
+        for j in range(rates.shape[0]):
+            out[j] = out[j] * rates[j] + moment
+
+
+@numba.njit(cache=True)
+def per_rate_solution(tau, h, cubics, rates, largest_rate, per_rate, with_error):
+    """Write ``e^{r_j A(tau)}`` and ``P_j(tau)`` (with ``with_error`` also the error integrals) into ``per_rate``.
+
+    ``e^{r_j (A(tau) - A(s))}`` is expanded in powers of ``r_j``, so that the
+    Gauss-Legendre sums become moments shared by every rate:
+    ``P_j = sum_n r_j^n M_n`` with ``M_n = h int_0^tau (A(tau) - A(s))^n / n! beta(s) ds``.
+    The series is cut where its terms fall below 1e-18 of its size; with
+    ``r_j |A| <= EXPONENT_LIMIT`` it needs at most ``MAX_TERMS`` terms.
+    """
+    moments = np.empty(MAX_TERMS)
+    error_moments = np.empty(MAX_TERMS)
+    u, terms = _moments(tau, h, cubics, largest_rate, with_error, moments, error_moments)
+    for j in range(rates.shape[0]):
+        per_rate[EXPONENTIAL, j] = math.exp(rates[j] * u)
+    _rate_series(terms, moments, rates, per_rate[INTEGRAL])
+    if with_error:
+        _rate_series(terms, error_moments, rates, per_rate[ERROR_INTEGRAL])
+
+
+@numba.njit(cache=True)
+def propagate(tau, h, cubics, rates, largest_rate, rate_index, forcing, y0, per_rate, out, with_error):
+    """Write the state at ``t0 + tau h`` into ``out``, with ``per_rate`` as in ``per_rate_solution``."""
+    per_rate_solution(tau, h, cubics, rates, largest_rate, per_rate, with_error)
     for i in range(y0.shape[0]):
         j = rate_index[i]
         out[i] = per_rate[EXPONENTIAL, j] * y0[i] + forcing[i] * per_rate[INTEGRAL, j]
 
 
 @numba.njit(cache=True)
-def _residual(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-              cubics, per_rate, node_state, observed, out):
-    """Write ``s - F(s)`` into ``out``, ``F(s)`` being the drive at the node states that ``s`` produces."""
+def _residual(s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate, out):
+    """Write ``s - F(s)`` into ``out``, ``F(s)`` being the drive at the node states that ``s`` produces.
+
+    The overlaps of the node states come from the per-rate sums of the
+    start state (``exponential_basis.overlaps_from_rates``), so the states
+    themselves are not formed.
+    """
     build_cubics(s, alpha0, beta0, cubics)
     for k in range(1, 4):
-        propagate(NODES[k], h, cubics, rates, rate_index, forcing, y, per_rate, node_state, False)
-        if not all_finite(node_state):
-            return False
-        alpha, beta = drive_at(observe, drive, params, rho1, node_state, observed)
+        per_rate_solution(NODES[k], h, cubics, rates, largest_rate, per_rate, False)
+        m1, q1 = overlaps_from_rates(per_rate[EXPONENTIAL], per_rate[INTEGRAL], rate_sums)
+        alpha, beta, _, _, _, _ = drive(q1, m1, rho1)
         out[k - 1] = s[k - 1] - alpha
         out[k + 2] = s[k + 2] - beta
     return all_finite(out)
@@ -159,8 +193,8 @@ def _group_scales(s, alpha0, beta0):
 
 
 @numba.njit(cache=True)
-def solve_node_values(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-                      cubics, per_rate, node_state, observed, jacobian, fresh_jacobian, rtol, atol, stats):
+def solve_node_values(s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate,
+                      jacobian, fresh_jacobian, rtol, atol, stats):
     """Solve the collocation equations ``s = F(s)`` by Broyden's method from ``s``, in place.
 
     With ``fresh_jacobian`` the Jacobian is first computed by forward
@@ -170,8 +204,7 @@ def solve_node_values(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, 
     """
     residual = np.empty(6)
     new_residual = np.empty(6)
-    if not _residual(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-                     cubics, per_rate, node_state, observed, residual):
+    if not _residual(s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate, residual):
         return False, False
     stats[STAT_RHS] += 3
 
@@ -184,8 +217,8 @@ def solve_node_values(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, 
             increment = math.sqrt(np.finfo(np.float64).eps) * max(abs(s[column]), 1e-3 * group_scale, 1e-300)
             shifted[:] = s
             shifted[column] += increment
-            if not _residual(shifted, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive,
-                             params, cubics, per_rate, node_state, observed, shifted_residual):
+            if not _residual(shifted, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate,
+                             shifted_residual):
                 return False, False
             for k in range(6):
                 jacobian[k, column] = (shifted_residual[k] - residual[k]) / increment
@@ -198,8 +231,8 @@ def solve_node_values(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, 
         correction = -np.linalg.solve(jacobian, residual)
         for k in range(6):
             s[k] += correction[k]
-        if not _residual(s, alpha0, beta0, h, rho1, rates, rate_index, forcing, y, observe, drive, params,
-                         cubics, per_rate, node_state, observed, new_residual):
+        if not _residual(s, alpha0, beta0, h, rho1, rates, largest_rate, rate_sums, drive, cubics, per_rate,
+                         new_residual):
             return False, False
         stats[STAT_RHS] += 3
 

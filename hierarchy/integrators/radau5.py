@@ -513,7 +513,7 @@ class RadauMethod:
                 rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state):
         """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_radau5``."""
         return integrate_radau5(
-            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            *system.kernels, params, y, t, h,
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             rtol, atol, max_steps, max_abs_state, stats, event_spec, event_state,

@@ -283,7 +283,7 @@ class RosenbrockMethod:
         """Run the compiled stepper over ``t_out[next_out:]``; see ``integrate_rosenbrock``."""
         tableau = self.tableau
         return integrate_rosenbrock(
-            system.rhs, system.jac, system.observe, system.drive, params, y, t, h,
+            *system.kernels, params, y, t, h,
             t_out, next_out, observables, states, save_state,
             system.kl, system.ku, system.rank,
             tableau.gamma, tableau.a, tableau.c, tableau.b, tableau.error, tableau.dense,

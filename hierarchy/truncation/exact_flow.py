@@ -81,6 +81,11 @@ def build_exact_flow(problem: Problem, model) -> StructuredSystem:
         forcing=np.asarray(problem.lam * problem.wstar, dtype=np.float64),
         ridge=ridge_of(model),
         rho1=float(problem.rho1),
+        # m1 = sum_i lam_i w*_i w_i, q1 = sum_i lam_i w_i^2.
+        m1_weights=np.asarray(problem.lam * problem.wstar, dtype=np.float64),
+        q1_rows=np.arange(problem.d),
+        q1_cols=np.arange(problem.d),
+        q1_values=np.array(problem.lam, dtype=np.float64),
     )
     return StructuredSystem(
         name=f"exact flow (d = {problem.d})",

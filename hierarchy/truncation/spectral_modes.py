@@ -134,6 +134,11 @@ def build_spectral_modes(problem, model, rule: SpectralRule) -> StructuredSystem
         forcing=np.concatenate((np.zeros(K), rule.nodes)),
         ridge=ridge_of(model),
         rho1=float(problem.rho1),
+        # m1 = sum_j (Phi_j W0* + Psi_j W**), q1 = sum_j (Phi_j^2 W00 + 2 Phi_j Psi_j W0* + Psi_j^2 W**).
+        m1_weights=np.concatenate((rule.weights[1], rule.weights[2])).astype(np.float64),
+        q1_rows=np.concatenate((np.arange(K), np.arange(K), np.arange(K, 2 * K))),
+        q1_cols=np.concatenate((np.arange(K), np.arange(K, 2 * K), np.arange(K, 2 * K))),
+        q1_values=np.concatenate((rule.weights[0], 2.0 * rule.weights[1], rule.weights[2])).astype(np.float64),
     )
     return StructuredSystem(
         name=f"spectral modes (K = {K})",
