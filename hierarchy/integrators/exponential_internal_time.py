@@ -34,7 +34,7 @@ from .exponential_basis import (
     START_Q,
     VANDERMONDE_INVERSE,
     interpolate_at_nodes,
-    phi_values,
+    phi_into,
 )
 
 # Rows of a node's table for rate j: e^{r_j u_k}, then u_k c_k^m m! phi_{m+1}(r_j u_k) for m = 0..3.
@@ -49,18 +49,19 @@ NEWTON_INVERSION_ITERATIONS = 60
 @numba.njit(cache=True)
 def fill_tables(total_u, rates, tables):
     """Fill ``tables[k - 1, :, j]`` for the nodes ``u_k = c_k total_u``, k = 1..3 (see ``TABLE_ROWS``)."""
+    z = np.empty(rates.shape[0])
+    scratch = np.empty(rates.shape[0])
     for k in range(1, 4):
         u = NODES[k] * total_u
         for j in range(rates.shape[0]):
-            phi0, phi1, phi2, phi3, phi4 = phi_values(rates[j] * u)
-            tables[k - 1, 0, j] = phi0
-            tables[k - 1, 1, j] = u * phi1
-            power = NODES[k]
-            tables[k - 1, 2, j] = u * power * phi2
-            power *= NODES[k]
-            tables[k - 1, 3, j] = u * power * 2.0 * phi3
-            power *= NODES[k]
-            tables[k - 1, 4, j] = u * power * 6.0 * phi4
+            z[j] = rates[j] * u
+        table = tables[k - 1]
+        phi_into(z, table, scratch)
+        # Row 1 + m holds u c_k^m m! phi_{m+1}.
+        for m in range(4):
+            scale = u * NODES[k] ** m * FACTORIALS[m]
+            for j in range(rates.shape[0]):
+                table[1 + m, j] *= scale
 
 
 @numba.njit(cache=True)
@@ -81,12 +82,16 @@ def dense_state(u, total_u, g_coefficients, rates, rate_index, forcing, y0, per_
     weights = np.empty(4)
     power = 1.0
     for m in range(4):
-        weights[m] = g_coefficients[m] * power * FACTORIALS[m]
+        weights[m] = u * g_coefficients[m] * power * FACTORIALS[m]
         power *= ratio
-    for j in range(rates.shape[0]):
-        phi0, phi1, phi2, phi3, phi4 = phi_values(rates[j] * u)
-        per_rate[0, j] = phi0
-        per_rate[1, j] = u * (weights[0] * phi1 + weights[1] * phi2 + weights[2] * phi3 + weights[3] * phi4)
+    n_rates = rates.shape[0]
+    phis = np.empty((5, n_rates))
+    for j in range(n_rates):
+        per_rate[0, j] = rates[j] * u
+    phi_into(per_rate[0], phis, per_rate[1])
+    for j in range(n_rates):
+        per_rate[0, j] = phis[0, j]
+        per_rate[1, j] = weights[0] * phis[1, j] + weights[1] * phis[2, j] + weights[2] * phis[3, j] + weights[3] * phis[4, j]
     for i in range(y0.shape[0]):
         j = rate_index[i]
         out[i] = per_rate[0, j] * y0[i] + forcing[i] * per_rate[1, j]

@@ -25,6 +25,7 @@ from .exponential_basis import (
     NODES,
     cubic_integral,
     cubic_value,
+    exp_into,
     interpolate_at_nodes,
     overlaps_from_rates,
     set_error_cubic,
@@ -147,8 +148,10 @@ def per_rate_solution(tau, h, cubics, rates, largest_rate, per_rate, with_error)
     moments = np.empty(MAX_TERMS)
     error_moments = np.empty(MAX_TERMS)
     u, terms = _moments(tau, h, cubics, largest_rate, with_error, moments, error_moments)
+    exponents = np.empty(rates.shape[0])
     for j in range(rates.shape[0]):
-        per_rate[EXPONENTIAL, j] = math.exp(rates[j] * u)
+        exponents[j] = rates[j] * u
+    exp_into(exponents, per_rate[EXPONENTIAL], per_rate[INTEGRAL])
     _rate_series(terms, moments, rates, per_rate[INTEGRAL])
     if with_error:
         _rate_series(terms, error_moments, rates, per_rate[ERROR_INTEGRAL])
