@@ -25,6 +25,7 @@ import numpy as np
 
 from .common import STAT_NEWTON_ITERATIONS
 from .exponential_basis import (
+    ERROR_CUBIC_PEAK,
     FACTORIALS,
     FORCED_M,
     FORCED_Q,
@@ -57,7 +58,7 @@ def fill_tables(total_u, rates, tables):
             z[j] = rates[j] * u
         table = tables[k - 1]
         phi_into(z, table, scratch)
-        # Row 1 + m holds u c_k^m m! phi_{m+1}.
+        # Row 1 + m contains u c_k^m m! phi_{m+1}.
         for m in range(4):
             scale = u * NODES[k] ** m * FACTORIALS[m]
             for j in range(rates.shape[0]):
@@ -76,8 +77,11 @@ def node_state(node, g_coefficients, tables, rate_index, forcing, y0, out):
 
 
 @numba.njit(cache=True)
-def dense_state(u, total_u, g_coefficients, rates, rate_index, forcing, y0, per_rate, out):
-    """Write the state at internal time ``u`` of the step into ``out`` (``per_rate`` is scratch, 2 x rates)."""
+def dense_rates(u, total_u, g_coefficients, rates, per_rate):
+    """Write ``e^{r_j u}`` and the forcing integrals ``I_j(u)`` at internal time ``u`` of the step into ``per_rate[0:2]``.
+
+    ``per_rate`` has at least 2 rows; a state follows as ``y_i = E_j y0_i + f_i I_j``.
+    """
     ratio = u / total_u
     weights = np.empty(4)
     power = 1.0
@@ -92,17 +96,39 @@ def dense_state(u, total_u, g_coefficients, rates, rate_index, forcing, y0, per_
     for j in range(n_rates):
         per_rate[0, j] = phis[0, j]
         per_rate[1, j] = weights[0] * phis[1, j] + weights[1] * phis[2, j] + weights[2] * phis[3, j] + weights[3] * phis[4, j]
-    for i in range(y0.shape[0]):
-        j = rate_index[i]
-        out[i] = per_rate[0, j] * y0[i] + forcing[i] * per_rate[1, j]
 
 
 @numba.njit(cache=True)
-def end_integrals(end_table, g_coefficients, out):
-    """Write the forcing integrals ``I_j`` of the step's end, for ``g`` with monomial ``g_coefficients``, into ``out``."""
+def end_state_and_error(
+    end_table, g_coefficients, g_error, total_u, time_error, alpha_end, ratio_end, rates, inverse_rates, rate_index,
+    forcing, y0, per_rate, y_new, error,
+):
+    """Write the state at the step's end into ``y_new`` and the estimate of its error into ``error``.
+
+    The estimate has three parts. The first is the forcing of the error
+    cubic ``g_error`` (the cubic of g minus its quadratic through 0, c_2 and
+    1) at the end. Inside the step that cubic reaches
+    ``ERROR_CUBIC_PEAK |leading|``, which a mode integrates over at most
+    ``|U|`` or its own time ``1 / |r_j|``. The fast modes follow g, so the
+    error at the end misses this second part, yet the outputs inside steps
+    see it. The third is the error of the time, ``time_error``, carried by
+    ``dy/dt``. ``per_rate`` (3 x rates) receives the forcing
+    integrals of the end in row 0, which ``advance_start_sums`` reuses.
+    """
     a0, a1, a2, a3 = g_coefficients[0], g_coefficients[1], g_coefficients[2], g_coefficients[3]
-    for j in range(end_table.shape[1]):
-        out[j] = end_table[1, j] * a0 + end_table[2, j] * a1 + end_table[3, j] * a2 + end_table[4, j] * a3
+    e0, e1, e2, e3 = g_error[0], g_error[1], g_error[2], g_error[3]
+    interior_scale = abs(e3) * ERROR_CUBIC_PEAK
+    for j in range(rates.shape[0]):
+        per_rate[0, j] = end_table[1, j] * a0 + end_table[2, j] * a1 + end_table[3, j] * a2 + end_table[4, j] * a3
+        end_error = end_table[1, j] * e0 + end_table[2, j] * e1 + end_table[3, j] * e2 + end_table[4, j] * e3
+        interior = interior_scale * min(abs(total_u), inverse_rates[j])
+        per_rate[1, j] = max(abs(end_error), interior)
+    time_scale = abs(time_error * alpha_end)
+    for i in range(y0.shape[0]):
+        j = rate_index[i]
+        state = end_table[0, j] * y0[i] + forcing[i] * per_rate[0, j]
+        y_new[i] = state
+        error[i] = abs(forcing[i]) * per_rate[1, j] + time_scale * abs(rates[j] * state + forcing[i] * ratio_end)
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
