@@ -280,6 +280,38 @@ def _error_norm(error, y_old, y_new, rtol, atol):
     return math.sqrt(total / error.shape[0])
 
 
+# The first step lets the overlaps change by about this fraction.
+INITIAL_CHANGE = 0.01
+
+
+@numba.njit(cache=True)
+def _initial_step(y, f0, m1_weights, q1_rows, q1_cols, q1_values, rtol, atol):
+    """Return a first step over which ``m1`` and ``q1`` change by about ``INITIAL_CHANGE`` of their size.
+
+    The general rule (``common.initial_step``) scales the step by the state,
+    whose zero entries (the forced modes of the spectral modes start at 0)
+    weigh ``f0`` by ``1 / atol`` and make it tiny. This method resolves only
+    the drive, which depends on the state through the overlaps, so their
+    rates of change set the first step. Falls back to the general rule
+    where neither overlap changes.
+    """
+    m1 = 0.0
+    dm1 = 0.0
+    for i in range(y.shape[0]):
+        m1 += m1_weights[i] * y[i]
+        dm1 += m1_weights[i] * f0[i]
+    q1 = 0.0
+    dq1 = 0.0
+    for p in range(q1_values.shape[0]):
+        r, c = q1_rows[p], q1_cols[p]
+        q1 += q1_values[p] * y[r] * y[c]
+        dq1 += q1_values[p] * (f0[r] * y[c] + y[r] * f0[c])
+    rate = max(abs(dm1) / (abs(m1) + atol), abs(dq1) / (abs(q1) + atol))
+    if not (rate > 0.0 and math.isfinite(rate)):
+        return initial_step(y, f0, rtol, atol)
+    return INITIAL_CHANGE / rate
+
+
 EXPONENTIAL_SIGNATURE = stepper_signature(
     # rates, rate_index, forcing, rho1, m1_weights, q1_rows, q1_cols, q1_values (ModalForm)
     coefficients=(vector, types.int64[::1], vector, f64, vector, types.int64[::1], types.int64[::1], vector),
@@ -352,7 +384,7 @@ def integrate_exponential(
     if h <= 0.0:
         rhs(t, y, params, drive, work)
         stats[STAT_RHS] += 1
-        h = initial_step(y, work, error_rtol, atol)
+        h = _initial_step(y, work, m1_weights, q1_rows, q1_cols, q1_values, error_rtol, atol)
 
     t_end = t_out[n_out - 1]
     total_u = 0.0  # proposed internal-time step; 0 until an internal step sets it from h
