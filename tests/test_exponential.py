@@ -167,6 +167,41 @@ def test_wrong_overlap_forms_rejected():
         solve(dataclasses.replace(system, modal=wrong), [1.0], method="exponential")
 
 
+def test_modal_form_must_match_rhs():
+    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
+    system = build_exact_flow(problem, PhaseRetrieval())
+    wrong = dataclasses.replace(system.modal, rho1=2.0 * system.modal.rho1)
+    with pytest.raises(ValueError, match="rates, rate_index, forcing, ridge and rho1"):
+        solve(dataclasses.replace(system, modal=wrong), [1.0], method="exponential")
+
+
+def test_index_changed_in_place_is_checked_again():
+    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
+    system = build_exact_flow(problem, PhaseRetrieval())
+    assert solve(system, [1.0], method="exponential").success
+    system.modal.rate_index[0] = 10**6
+    with pytest.raises(ValueError, match="rate_index must lie in"):
+        solve(system, [1.0], method="exponential")
+
+
+def test_non_finite_start_reported_as_diverged():
+    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
+    system = build_exact_flow(problem, PhaseRetrieval())
+    y0 = system.y0.copy()
+    y0[3] = np.nan
+    solution = solve(dataclasses.replace(system, y0=y0), [1.0], method="exponential")
+    assert solution.status == IntegrationStatus.DIVERGED
+
+
+def test_event_after_last_output_not_reported(phase_retrieval_modes):
+    """The last step may pass the last output time, and a crossing beyond it is not reported."""
+    system, _, escape, reference = phase_retrieval_modes
+    before = 0.99 * reference.event_times["escape"]
+    solution = solve(system, np.geomspace(0.1, before, 10), method="exponential", rtol=1e-6, atol=1e-14, events=escape)
+    assert solution.success
+    assert solution.event_times["escape"] is None
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -174,6 +209,9 @@ def test_wrong_overlap_forms_rejected():
         ("q1_cols", np.array([0, 1, 9]), r"must lie in \[0, 2\]"),
         ("q1_cols", np.array([0, 2, 1]), "one rate"),
         ("m1_weights", np.array([1.0, np.nan, 0.0]), "m1_weights must be finite"),
+        ("q1_rows", np.ones(3, dtype=bool), "integer indices, got dtype bool"),
+        ("rate_index", np.array([0.0, 0.0, 1.0]), "integer indices, got dtype float64"),
+        ("forcing", [0.0, 0.0, 0.0], "must be a numpy array, got list"),
     ],
 )
 def test_modal_form_checks_its_overlap_fields(field, value, message):

@@ -36,7 +36,8 @@ LOG2_E = 1.4426950408889634
 ROUND_SHIFT = 6755399441055744.0
 ROUND_BITS = 0x4338000000000000
 EXPONENT_BIAS = 1023
-# Beyond |z| = 708, 2^k leaves the normal range; e^-708 = 3e-308 is taken as 0.
+# Beyond |z| = 708, 2^k leaves the normal range. So e^z is taken as 0 below
+# z = -708 (e^-708 = 3e-308) and as inf above z = 708 (e^708 = 3e307).
 EXP_LIMIT = 708.0
 # Taylor series of e^r to r^13 / 13!: the first term left out is below 3e-18 of e^r for |r| <= ln 2 / 2.
 EXP_TERMS = 14

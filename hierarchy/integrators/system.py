@@ -49,6 +49,15 @@ class ModalForm:
 
     def check(self, size: int) -> None:
         """Raise ``ValueError`` unless the arrays fit a system of ``size`` equations."""
+        array_fields = ("rates", "rate_index", "forcing", "m1_weights", "q1_rows", "q1_cols", "q1_values")
+        for field_name in array_fields:
+            value = getattr(self, field_name)
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"modal {field_name} must be a numpy array, got {type(value).__name__}")
+        for field_name in ("rate_index", "q1_rows", "q1_cols"):
+            dtype = getattr(self, field_name).dtype
+            if not np.issubdtype(dtype, np.integer):
+                raise ValueError(f"modal {field_name} must be an array of integer indices, got dtype {dtype}")
         if self.rates.ndim != 1 or self.rates.size == 0:
             raise ValueError(f"modal rates must be a non-empty 1-D array, got shape {self.rates.shape}")
         for field_name, array in (("rate_index", self.rate_index), ("forcing", self.forcing), ("m1_weights", self.m1_weights)):
