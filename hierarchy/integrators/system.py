@@ -33,8 +33,8 @@ class ModalForm:
     ``m1 = sum_i m1_weights[i] y_i`` and the quadratic form
     ``q1 = sum_p q1_values[p] y[q1_rows[p]] y[q1_cols[p]]``, whose pairs
     couple only equations of one rate. The ``exponential`` method evaluates
-    them on its node states without forming the states, and checks them
-    against the system's ``observe``.
+    them on its node states without forming the states. Before a run it
+    checks the whole form against the system's ``observe`` and ``rhs``.
     """
 
     rates: np.ndarray
@@ -142,8 +142,8 @@ class StructuredSystem:
 
         Numba looks up the compiled address and the type of a jitted function
         passed to a compiled stepper on every call: about 0.3 ms per stepper
-        call for the four on the benchmark machine, as much as 30 steps of the
-        ``exponential`` method on the K = 517 system. These wrappers
+        call for the four on the benchmark machine, as much as a dozen steps of
+        the ``exponential`` method on the K = 517 system. These wrappers
         (``numba.core.types.CompileResultWAP``) carry both.
         """
         signatures = (RHS_SIGNATURE, JAC_SIGNATURE, OBSERVE_SIGNATURE, DRIVE_SIGNATURE)
