@@ -46,7 +46,10 @@ def test_exp_into_matches_math_exp():
     assert np.max(np.abs(values / expected - 1.0)) < 1e-15
     edges = np.array([-800.0, 800.0, np.nan, 0.0])
     basis.exp_into(edges, values[:4], np.empty(4))
-    assert values[0] == 0.0 and values[1] == math.inf and math.isnan(values[2]) and values[3] == 1.0
+    assert values[0] == 0.0
+    assert values[1] == math.inf
+    assert math.isnan(values[2])
+    assert values[3] == 1.0
 
 
 def test_phi_into_arrays_match_single_values():
@@ -159,25 +162,27 @@ def test_rate_sums_follow_the_state(builder):
     assert rate_sums == pytest.approx(expected, rel=1e-12, abs=1e-14 * np.max(np.abs(expected)))
 
 
+def _small_exact_flow():
+    """Phase retrieval as an exact flow of 50 equations."""
+    return build_exact_flow(PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build(), PhaseRetrieval())
+
+
 def test_wrong_overlap_forms_rejected():
-    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
-    system = build_exact_flow(problem, PhaseRetrieval())
+    system = _small_exact_flow()
     wrong = dataclasses.replace(system.modal, q1_values=2.0 * system.modal.q1_values)
     with pytest.raises(ValueError, match="modal form of q1"):
         solve(dataclasses.replace(system, modal=wrong), [1.0], method="exponential")
 
 
 def test_modal_form_must_match_rhs():
-    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
-    system = build_exact_flow(problem, PhaseRetrieval())
+    system = _small_exact_flow()
     wrong = dataclasses.replace(system.modal, rho1=2.0 * system.modal.rho1)
     with pytest.raises(ValueError, match="rates, rate_index, forcing, ridge and rho1"):
         solve(dataclasses.replace(system, modal=wrong), [1.0], method="exponential")
 
 
 def test_index_changed_in_place_is_checked_again():
-    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
-    system = build_exact_flow(problem, PhaseRetrieval())
+    system = _small_exact_flow()
     assert solve(system, [1.0], method="exponential").success
     system.modal.rate_index[0] = 10**6
     with pytest.raises(ValueError, match="rate_index must lie in"):
@@ -185,8 +190,7 @@ def test_index_changed_in_place_is_checked_again():
 
 
 def test_non_finite_start_reported_as_diverged():
-    problem = PowerLawSpec(d=50, a=1.5, b=0, sigma0=0.1, seed=0).build()
-    system = build_exact_flow(problem, PhaseRetrieval())
+    system = _small_exact_flow()
     y0 = system.y0.copy()
     y0[3] = np.nan
     solution = solve(dataclasses.replace(system, y0=y0), [1.0], method="exponential")

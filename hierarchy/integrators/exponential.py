@@ -147,19 +147,20 @@ QUADRATURE = 1
 
 
 @numba.njit(cache=True)
-def _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, per_rate):
+def _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, per_rate):
     """Write ``E_j`` and ``I_j`` at ``fraction`` of the accepted step (``x = u / U`` or ``tau``) into ``per_rate[0:2]``."""
     if kind == INTERNAL:
         internal.dense_rates(fraction * total_u, total_u, g_coefficients, rates, per_rate)
     else:
-        largest_rate = np.max(np.abs(rates))
         quadrature.per_rate_solution(fraction, h, cubics, rates, largest_rate, per_rate, False)
 
 
 @numba.njit(cache=True)
-def _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, rate_index, forcing, y0, per_rate, out):
+def _state_at(
+    kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y0, per_rate, out,
+):
     """Write the state at ``fraction`` of the accepted step (``x = u / U`` or ``tau``) into ``out``."""
-    _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, per_rate)
+    _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, per_rate)
     for i in range(y0.shape[0]):
         j = rate_index[i]
         out[i] = per_rate[0, j] * y0[i] + forcing[i] * per_rate[1, j]
@@ -182,8 +183,8 @@ def _fraction_of(t_target, kind, t0, t_new, h, time_polynomial):
 
 @numba.njit(cache=True)
 def _write_outputs(
-    kind, t0, t_new, t_last, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index, forcing, y0,
-    y_new, rate_sums, per_rate, t_out, next_out, observe, params, drive, observables, states, save_state, work,
+    kind, t0, t_new, t_last, h, total_u, time_polynomial, g_coefficients, cubics, rates, largest_rate, rate_index,
+    forcing, y0, y_new, rate_sums, per_rate, t_out, next_out, observe, params, drive, observables, states, save_state, work,
     observed,
 ):
     """Write the outputs with ``t0 < t_out[i] <= min(t_new, t_last)`` from the exact propagation.
@@ -201,13 +202,14 @@ def _write_outputs(
         else:
             fraction = _fraction_of(t_out[next_out], kind, t0, t_new, h, time_polynomial)
             if overlaps_only:
-                _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, per_rate)
+                _rates_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, per_rate)
                 observables[next_out, 0], observables[next_out, 1] = overlaps_from_rates(
                     per_rate[0], per_rate[1], rate_sums
                 )
                 next_out += 1
                 continue
-            _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, rate_index, forcing, y0, per_rate, work)
+            _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y0,
+                      per_rate, work)
         observe(work, params, drive, observed)
         for k in range(observed.shape[0]):
             observables[next_out, k] = observed[k]
@@ -220,8 +222,8 @@ def _write_outputs(
 
 @numba.njit(cache=True)
 def _locate_events(
-    kind, t0, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index, forcing, y0, y_new, per_rate,
-    observe, params, drive, event_spec, event_state, work, observed, t_last,
+    kind, t0, h, total_u, time_polynomial, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y0, y_new,
+    per_rate, observe, params, drive, event_spec, event_state, work, observed, t_last,
 ):
     """Record the first crossing of each event in the step, by bisection on the exact propagation.
 
@@ -237,7 +239,8 @@ def _locate_events(
             low, high = 0.0, 1.0
             for _ in range(EVENT_BISECTIONS):
                 middle = 0.5 * (low + high)
-                _state_at(kind, middle, h, total_u, g_coefficients, cubics, rates, rate_index, forcing, y0, per_rate, work)
+                _state_at(kind, middle, h, total_u, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y0,
+                          per_rate, work)
                 observe(work, params, drive, observed)
                 if event_value(event_spec[e], observed) * start_value > 0.0:
                     low = middle
@@ -441,9 +444,8 @@ def integrate_exponential(
             set_error_cubic(g_coefficients[3], g_error)
             internal.end_state_and_error(
                 tables[2], g_coefficients, g_error, total_u, time_error, alphas[3], ratios[3], rates, inverse_rates,
-                rate_index, forcing, y, per_rate, y_new, error,
+                rate_index, forcing, y, end_integrals, per_rate[0], y_new, error,
             )
-            end_integrals[:] = per_rate[0]
             step_size = total_u
         else:
             # --- a quadrature step of length h in t ---
@@ -530,19 +532,20 @@ def integrate_exponential(
         # Accepted: outputs and events inside the step, from the same propagation.
         stats[STAT_ACCEPTED] += 1
         next_out = _write_outputs(
-            kind, t, t_new, t_end, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index,
-            forcing, y, y_new, rate_sums, per_rate, t_out, next_out, observe, params, drive, observables, states,
-            save_state, work, observed,
+            kind, t, t_new, t_end, h, total_u, time_polynomial, g_coefficients, cubics, rates, largest_rate,
+            rate_index, forcing, y, y_new, rate_sums, per_rate, t_out, next_out, observe, params, drive, observables,
+            states, save_state, work, observed,
         )
         if event_spec.shape[0] > 0:
             _locate_events(
-                kind, t, h, total_u, time_polynomial, g_coefficients, cubics, rates, rate_index, forcing, y, y_new,
-                per_rate, observe, params, drive, event_spec, event_state, work, observed, t_end,
+                kind, t, h, total_u, time_polynomial, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y,
+                y_new, per_rate, observe, params, drive, event_spec, event_state, work, observed, t_end,
             )
         if t_new > t_end:
             # The run ends inside this step: its state at t_end is the last output's.
             fraction = _fraction_of(t_end, kind, t, t_new, h, time_polynomial)
-            _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, rate_index, forcing, y, per_rate, y_new)
+            _state_at(kind, fraction, h, total_u, g_coefficients, cubics, rates, largest_rate, rate_index, forcing, y,
+                      per_rate, y_new)
             t_new = t_end
             start_sums_current = False
         elif kind == INTERNAL:
@@ -622,11 +625,11 @@ def _check_modal_form(system):
 
     ``ModalForm.check`` runs again, for arrays changed in place since the
     system was built. Then the forms of ``m1, q1`` are compared with the
-    system's ``observe``, and ``(rates alpha - ridge) y + forcing beta``
-    with its ``rhs``, at ``y0`` and at a fixed perturbation of it, so that
-    terms that vanish at ``y0`` (the forced equations of the spectral modes
-    start at 0) are also tested. A state that is not finite is left to the
-    stepper, which stops there as diverged.
+    system's ``observe``, and ``(rates alpha - ridge) y + forcing beta`` with
+    its ``rhs``. Both comparisons run at ``y0`` and at a fixed perturbation
+    of it, so that terms that vanish at ``y0`` are also tested (the forced
+    equations of the spectral modes start at 0). A state that is not finite
+    is left to the stepper, which stops there as diverged.
     """
     fingerprint = _fingerprint(system)
     if _checked_systems.get(id(system)) is system and _checked_fingerprints.get(id(system)) == fingerprint:

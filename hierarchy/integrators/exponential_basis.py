@@ -14,9 +14,8 @@ VANDERMONDE_INVERSE = np.linalg.inv(np.vander(NODES, 4, increasing=True))
 # through 0, c_2, 1, per unit of the cubic's leading coefficient.
 ERROR_CUBIC_INTEGRAL = (2.0 * NODES[2] - 1.0) / 12.0
 # max over [0, 1] of |x (x - c_2) (x - 1)|, at the root of its derivative in (0, c_2).
-ERROR_CUBIC_PEAK = float(
-    (lambda x: x * (NODES[2] - x) * (1.0 - x))(((1.0 + NODES[2]) - math.sqrt((1.0 + NODES[2]) ** 2 - 3.0 * NODES[2])) / 3.0)
-)
+_PEAK_X = ((1.0 + NODES[2]) - math.sqrt((1.0 + NODES[2]) ** 2 - 3.0 * NODES[2])) / 3.0
+ERROR_CUBIC_PEAK = float(_PEAK_X * (NODES[2] - _PEAK_X) * (1.0 - _PEAK_X))
 FACTORIALS = np.array([1.0, 1.0, 2.0, 6.0])
 # Below this |z| the phi functions are summed as series, where the recurrence loses digits.
 SERIES_LIMIT = 1.0

@@ -101,7 +101,7 @@ def dense_rates(u, total_u, g_coefficients, rates, per_rate):
 @numba.njit(cache=True)
 def end_state_and_error(
     end_table, g_coefficients, g_error, total_u, time_error, alpha_end, ratio_end, rates, inverse_rates, rate_index,
-    forcing, y0, per_rate, y_new, error,
+    forcing, y0, integrals, rate_errors, y_new, error,
 ):
     """Write the state at the step's end into ``y_new`` and the estimate of its error into ``error``.
 
@@ -112,23 +112,24 @@ def end_state_and_error(
     ``|U|`` or its own time ``1 / |r_j|``. The fast modes follow g, so the
     error at the end misses this second part, yet the outputs inside steps
     see it. The third is the error of the time, ``time_error``, carried by
-    ``dy/dt``. ``per_rate`` (3 x rates) receives the forcing
-    integrals of the end in row 0, which ``advance_start_sums`` reuses.
+    ``dy/dt``. ``integrals`` receives the forcing integrals of the end, which
+    ``advance_start_sums`` reuses, and ``rate_errors`` is a work array; both
+    have one entry per rate.
     """
     a0, a1, a2, a3 = g_coefficients[0], g_coefficients[1], g_coefficients[2], g_coefficients[3]
     e0, e1, e2, e3 = g_error[0], g_error[1], g_error[2], g_error[3]
     interior_scale = abs(e3) * ERROR_CUBIC_PEAK
     for j in range(rates.shape[0]):
-        per_rate[0, j] = end_table[1, j] * a0 + end_table[2, j] * a1 + end_table[3, j] * a2 + end_table[4, j] * a3
+        integrals[j] = end_table[1, j] * a0 + end_table[2, j] * a1 + end_table[3, j] * a2 + end_table[4, j] * a3
         end_error = end_table[1, j] * e0 + end_table[2, j] * e1 + end_table[3, j] * e2 + end_table[4, j] * e3
         interior = interior_scale * min(abs(total_u), inverse_rates[j])
-        per_rate[1, j] = max(abs(end_error), interior)
+        rate_errors[j] = max(abs(end_error), interior)
     time_scale = abs(time_error * alpha_end)
     for i in range(y0.shape[0]):
         j = rate_index[i]
-        state = end_table[0, j] * y0[i] + forcing[i] * per_rate[0, j]
+        state = end_table[0, j] * y0[i] + forcing[i] * integrals[j]
         y_new[i] = state
-        error[i] = abs(forcing[i]) * per_rate[1, j] + time_scale * abs(rates[j] * state + forcing[i] * ratio_end)
+        error[i] = abs(forcing[i]) * rate_errors[j] + time_scale * abs(rates[j] * state + forcing[i] * ratio_end)
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
